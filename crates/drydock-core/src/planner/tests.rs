@@ -1,0 +1,1 @@
+//! Planner tests: scenarios, then properties over random fleets.

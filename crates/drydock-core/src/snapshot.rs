@@ -1,0 +1,340 @@
+//! The planner's view of the cluster: nodes, the pods on them, and the budgets.
+//!
+//! A [`Snapshot`] is plain data, built by whoever reads the cluster (the operator from its
+//! watches, `drydockctl plan` from a `kubectl get -o json` dump). Building it indexes pods
+//! by node and resolves which PodDisruptionBudgets cover each pod, once, so a planner pass
+//! only walks what it needs.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::selector::{LabelSelector, Labels};
+
+/// A node as the planner needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSnapshot {
+    /// Name.
+    pub name: String,
+    /// UID (seeds the node's stable place in the rollout order).
+    pub uid: String,
+    /// Labels (pool selection, drydock labels).
+    pub labels: Labels,
+    /// Annotations (drydock state, hooks).
+    pub annotations: BTreeMap<String, String>,
+    /// `Ready` condition is `True`.
+    pub ready: bool,
+    /// `spec.unschedulable` (cordoned).
+    pub unschedulable: bool,
+}
+
+/// What owns a pod, as far as draining cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodOwner {
+    /// A DaemonSet: skipped by drains (it would be recreated on the same node).
+    DaemonSet,
+    /// A static (mirror) pod: cannot be evicted through the API; skipped.
+    Mirror,
+    /// Another controller (ReplicaSet, StatefulSet, Job, ...) that recreates it elsewhere.
+    Controller {
+        /// Controller kind.
+        kind: String,
+        /// Controller name.
+        name: String,
+    },
+    /// No controller: evicting it deletes it for good.
+    Unmanaged,
+}
+
+/// Pod lifecycle phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodPhase {
+    /// Not running yet.
+    Pending,
+    /// Running.
+    Running,
+    /// Finished successfully.
+    Succeeded,
+    /// Finished with failure.
+    Failed,
+    /// Unknown to the API server.
+    Unknown,
+}
+
+/// A pod as the planner needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSnapshot {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID.
+    pub uid: String,
+    /// Node it is bound to.
+    pub node: Option<String>,
+    /// Labels (PDB selection).
+    pub labels: Labels,
+    /// Owner.
+    pub owner: PodOwner,
+    /// Phase.
+    pub phase: PodPhase,
+    /// `Ready` condition is `True`.
+    pub ready: bool,
+    /// Has a deletion timestamp (already on its way out).
+    pub terminating: bool,
+    /// Mounts an `emptyDir` volume (data lost on eviction).
+    pub has_empty_dir: bool,
+}
+
+impl PodSnapshot {
+    /// Whether a drain has to evict this pod: not a DaemonSet or mirror pod, not finished,
+    /// not already terminating.
+    pub fn needs_eviction(&self) -> bool {
+        !matches!(self.owner, PodOwner::DaemonSet | PodOwner::Mirror)
+            && !matches!(self.phase, PodPhase::Succeeded | PodPhase::Failed)
+            && !self.terminating
+    }
+
+    /// Whether the drain must still wait for this pod to go: everything but DaemonSet,
+    /// mirror and finished pods, including pods already terminating.
+    pub fn blocks_drain(&self) -> bool {
+        !matches!(self.owner, PodOwner::DaemonSet | PodOwner::Mirror)
+            && !matches!(self.phase, PodPhase::Succeeded | PodPhase::Failed)
+    }
+
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A PodDisruptionBudget as the planner needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PdbSnapshot {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Selector; None selects nothing (as in `policy/v1`), an empty one every pod of the
+    /// namespace.
+    pub selector: Option<LabelSelector>,
+    /// `status.disruptionsAllowed`.
+    pub disruptions_allowed: u32,
+    /// Whether the status is current (`observedGeneration` ≥ `generation`); a stale
+    /// status is trusted for nothing, like the Eviction API does.
+    pub status_current: bool,
+}
+
+impl PdbSnapshot {
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Disruptions the planner may count on.
+    pub fn allowed(&self) -> u32 {
+        if self.status_current { self.disruptions_allowed } else { 0 }
+    }
+}
+
+/// Nodes, pods and budgets, indexed.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    nodes: Vec<NodeSnapshot>,
+    pods: Vec<PodSnapshot>,
+    pdbs: Vec<PdbSnapshot>,
+    pods_by_node: Vec<Vec<u32>>,
+    pod_pdbs: Vec<Vec<u32>>,
+    node_index: HashMap<String, usize>,
+}
+
+impl Snapshot {
+    /// Indexes the given objects. Pods bound to nodes not in `nodes` are kept but belong
+    /// to no node; duplicate node names keep the first.
+    pub fn new(nodes: Vec<NodeSnapshot>, pods: Vec<PodSnapshot>, pdbs: Vec<PdbSnapshot>) -> Snapshot {
+        let mut node_index = HashMap::with_capacity(nodes.len());
+        for (i, n) in nodes.iter().enumerate() {
+            node_index.entry(n.name.clone()).or_insert(i);
+        }
+        let mut pods_by_node = vec![Vec::new(); nodes.len()];
+        for (i, p) in pods.iter().enumerate() {
+            if let Some(&ni) = p.node.as_ref().and_then(|n| node_index.get(n)) {
+                pods_by_node[ni].push(i as u32);
+            }
+        }
+        // PDB index: per namespace, by one matchLabels pair (most PDBs select app=x), plus
+        // the PDBs that have none and must be checked against every pod.
+        let mut by_label: HashMap<(&str, &str, &str), Vec<u32>> = HashMap::new();
+        let mut unkeyed: HashMap<&str, Vec<u32>> = HashMap::new();
+        for (i, pdb) in pdbs.iter().enumerate() {
+            let Some(sel) = &pdb.selector else { continue };
+            match sel.match_labels.iter().next() {
+                Some((k, v)) => by_label
+                    .entry((pdb.namespace.as_str(), k.as_str(), v.as_str()))
+                    .or_default()
+                    .push(i as u32),
+                None => unkeyed.entry(pdb.namespace.as_str()).or_default().push(i as u32),
+            }
+        }
+        let mut pod_pdbs = vec![Vec::new(); pods.len()];
+        for (i, pod) in pods.iter().enumerate() {
+            let mut cover = Vec::new();
+            let ns = pod.namespace.as_str();
+            for (k, v) in &pod.labels {
+                if let Some(cands) = by_label.get(&(ns, k.as_str(), v.as_str())) {
+                    cover.extend(cands.iter().copied().filter(|&c| {
+                        pdbs[c as usize].selector.as_ref().is_some_and(|s| s.matches(&pod.labels))
+                    }));
+                }
+            }
+            if let Some(cands) = unkeyed.get(ns) {
+                cover.extend(cands.iter().copied().filter(|&c| {
+                    pdbs[c as usize].selector.as_ref().is_some_and(|s| s.matches(&pod.labels))
+                }));
+            }
+            cover.sort_unstable();
+            cover.dedup();
+            pod_pdbs[i] = cover;
+        }
+        Snapshot {
+            nodes,
+            pods,
+            pdbs,
+            pods_by_node,
+            pod_pdbs,
+            node_index,
+        }
+    }
+
+    /// All nodes.
+    pub fn nodes(&self) -> &[NodeSnapshot] {
+        &self.nodes
+    }
+
+    /// All pods.
+    pub fn pods(&self) -> &[PodSnapshot] {
+        &self.pods
+    }
+
+    /// All PDBs.
+    pub fn pdbs(&self) -> &[PdbSnapshot] {
+        &self.pdbs
+    }
+
+    /// Index of a node by name.
+    pub fn node_index(&self, name: &str) -> Option<usize> {
+        self.node_index.get(name).copied()
+    }
+
+    /// Indices of the pods on node `node` (an index into [`Snapshot::nodes`]).
+    pub fn pods_on(&self, node: usize) -> impl Iterator<Item = (usize, &PodSnapshot)> {
+        self.pods_by_node[node].iter().map(move |&i| (i as usize, &self.pods[i as usize]))
+    }
+
+    /// Indices of the PDBs covering pod `pod`.
+    pub fn pdbs_of(&self, pod: usize) -> &[u32] {
+        &self.pod_pdbs[pod]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selector::{SelectorOp, SelectorRequirement};
+
+    fn pod(ns: &str, name: &str, node: &str, labels: &[(&str, &str)]) -> PodSnapshot {
+        PodSnapshot {
+            namespace: ns.into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            node: Some(node.into()),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            owner: PodOwner::Controller {
+                kind: "ReplicaSet".into(),
+                name: "rs".into(),
+            },
+            phase: PodPhase::Running,
+            ready: true,
+            terminating: false,
+            has_empty_dir: false,
+        }
+    }
+
+    fn node(name: &str) -> NodeSnapshot {
+        NodeSnapshot {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            labels: Labels::new(),
+            annotations: BTreeMap::new(),
+            ready: true,
+            unschedulable: false,
+        }
+    }
+
+    fn pdb(ns: &str, name: &str, selector: Option<LabelSelector>) -> PdbSnapshot {
+        PdbSnapshot {
+            namespace: ns.into(),
+            name: name.into(),
+            selector,
+            disruptions_allowed: 1,
+            status_current: true,
+        }
+    }
+
+    #[test]
+    fn pdbs_cover_pods_by_namespace_and_selector() {
+        let app_web = LabelSelector {
+            match_labels: [("app".to_string(), "web".to_string())].into(),
+            match_expressions: vec![],
+        };
+        let tier_exists = LabelSelector {
+            match_labels: Labels::new(),
+            match_expressions: vec![SelectorRequirement {
+                key: "tier".into(),
+                operator: SelectorOp::Exists,
+                values: vec![],
+            }],
+        };
+        let s = Snapshot::new(
+            vec![node("n1"), node("n2")],
+            vec![
+                pod("shop", "web-1", "n1", &[("app", "web"), ("tier", "front")]),
+                pod("other", "web-2", "n1", &[("app", "web")]),
+                pod("shop", "db-1", "n2", &[("app", "db")]),
+                pod("shop", "ghost", "n9", &[]),
+            ],
+            vec![
+                pdb("shop", "web", Some(app_web)),
+                pdb("shop", "tiers", Some(tier_exists)),
+                pdb("shop", "all", Some(LabelSelector::default())),
+                pdb("shop", "none", None),
+            ],
+        );
+        assert_eq!(s.pdbs_of(0), &[0, 1, 2]);
+        assert_eq!(s.pdbs_of(1), &[] as &[u32], "other namespace");
+        assert_eq!(s.pdbs_of(2), &[2]);
+        assert_eq!(s.pods_on(0).count(), 2);
+        assert_eq!(s.pods_on(1).count(), 1);
+        assert_eq!(s.node_index("n2"), Some(1));
+    }
+
+    #[test]
+    fn which_pods_a_drain_evicts_and_waits_for() {
+        let mut p = pod("a", "b", "n", &[]);
+        assert!(p.needs_eviction() && p.blocks_drain());
+        p.terminating = true;
+        assert!(!p.needs_eviction() && p.blocks_drain());
+        p.terminating = false;
+        p.owner = PodOwner::DaemonSet;
+        assert!(!p.needs_eviction() && !p.blocks_drain());
+        p.owner = PodOwner::Unmanaged;
+        p.phase = PodPhase::Succeeded;
+        assert!(!p.needs_eviction() && !p.blocks_drain());
+    }
+
+    #[test]
+    fn stale_pdb_status_allows_nothing() {
+        let mut b = pdb("a", "b", None);
+        b.disruptions_allowed = 3;
+        b.status_current = false;
+        assert_eq!(b.allowed(), 0);
+    }
+}
