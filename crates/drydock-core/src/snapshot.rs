@@ -160,6 +160,12 @@ impl Snapshot {
                 pods_by_node[ni].push(i as u32);
             }
         }
+        for list in &mut pods_by_node {
+            list.sort_by(|&a, &b| {
+                let (pa, pb) = (&pods[a as usize], &pods[b as usize]);
+                (&pa.namespace, &pa.name, &pa.uid).cmp(&(&pb.namespace, &pb.name, &pb.uid))
+            });
+        }
         // PDB index: per namespace, by one matchLabels pair (most PDBs select app=x), plus
         // the PDBs that have none and must be checked against every pod.
         let mut by_label: HashMap<(&str, &str, &str), Vec<u32>> = HashMap::new();
