@@ -122,11 +122,20 @@ mod tests {
     fn rejects_garbage_naming_the_position() {
         assert_eq!(parse_duration(""), Err(DurationError::Empty));
         let e = parse_duration("15x").unwrap_err();
-        assert_eq!(e.to_string(), "unknown or missing unit at position 3 of \"15x\" (use h, m or s)");
+        assert_eq!(
+            e.to_string(),
+            "unknown or missing unit at position 3 of \"15x\" (use h, m or s)"
+        );
         let e = parse_duration("h5").unwrap_err();
         assert_eq!(e.to_string(), "expected a number at position 1 of \"h5\"");
-        assert!(matches!(parse_duration("15"), Err(DurationError::BadUnit { position: 3, .. })));
-        assert!(matches!(parse_duration("99999999999999999999h"), Err(DurationError::Overflow(_))));
+        assert!(matches!(
+            parse_duration("15"),
+            Err(DurationError::BadUnit { position: 3, .. })
+        ));
+        assert!(matches!(
+            parse_duration("99999999999999999999h"),
+            Err(DurationError::Overflow(_))
+        ));
     }
 
     #[test]

@@ -75,15 +75,16 @@ pub struct Comparator {
 impl Comparator {
     fn matches(&self, version: &OsVersion) -> Result<bool, VersionError> {
         let comps = version.components();
-        if let OsVersion::CoreOs(v) = version {
-            if self.parts.len() >= 3 && self.parts[2] != u64::from(v.stream) {
-                return Err(VersionError::CrossStream {
-                    a: version.to_string(),
-                    b: self.to_string(),
-                    sa: v.stream,
-                    sb: u16::try_from(self.parts[2]).unwrap_or(u16::MAX),
-                });
-            }
+        if let OsVersion::CoreOs(v) = version
+            && self.parts.len() >= 3
+            && self.parts[2] != u64::from(v.stream)
+        {
+            return Err(VersionError::CrossStream {
+                a: version.to_string(),
+                b: self.to_string(),
+                sa: v.stream,
+                sb: u16::try_from(self.parts[2]).unwrap_or(u16::MAX),
+            });
         }
         let n = self.parts.len().min(comps.len());
         let ord = comps[..n].cmp(&self.parts[..n]);
@@ -144,7 +145,10 @@ impl VersionPin {
             let term_start = offset + 1;
             offset += term.len() + 1;
             if body.is_empty() {
-                return Err(err(term_start, "empty comparator (expected something like <=4230 or 4081.*)"));
+                return Err(err(
+                    term_start,
+                    "empty comparator (expected something like <=4230 or 4081.*)",
+                ));
             }
             let (op, rest, oplen) = if let Some(r) = body.strip_prefix("<=") {
                 (PinOp::Le, r, 2)
@@ -176,7 +180,10 @@ impl VersionPin {
                         return Err(err(col, "a wildcard * may only come last"));
                     }
                     if op != PinOp::Eq {
-                        return Err(err(col, "a wildcard only makes sense without an operator (write 4081.* or <=4081)"));
+                        return Err(err(
+                            col,
+                            "a wildcard only makes sense without an operator (write 4081.* or <=4081)",
+                        ));
                     }
                     wildcard = true;
                 } else if seg.is_empty() {
@@ -184,17 +191,27 @@ impl VersionPin {
                 } else if let Some(bad) = seg.find(|c: char| !c.is_ascii_digit()) {
                     return Err(err(
                         col + bad,
-                        &format!("unexpected {:?} (version components are numbers)", &seg[bad..=bad]),
+                        &format!(
+                            "unexpected {:?} (version components are numbers)",
+                            &seg[bad..=bad]
+                        ),
                     ));
                 } else {
-                    parts.push(seg.parse().map_err(|_| err(col, "version component too large"))?);
+                    parts.push(
+                        seg.parse()
+                            .map_err(|_| err(col, "version component too large"))?,
+                    );
                 }
                 col += seg.len() + 1;
             }
             if parts.len() > 5 {
                 return Err(err(col, "too many version components"));
             }
-            comparators.push(Comparator { op, parts, wildcard });
+            comparators.push(Comparator {
+                op,
+                parts,
+                wildcard,
+            });
         }
         Ok(VersionPin {
             text: input.trim().to_string(),
@@ -284,7 +301,10 @@ mod tests {
     fn a_pin_naming_a_stream_refuses_other_streams() {
         let pin = VersionPin::parse(">=41.20241109.3.0").unwrap();
         let testing = OsVersion::parse(OsFamily::Fcos, "41.20241201.2.0").unwrap();
-        assert!(matches!(pin.allows(&testing), Err(VersionError::CrossStream { .. })));
+        assert!(matches!(
+            pin.allows(&testing),
+            Err(VersionError::CrossStream { .. })
+        ));
         // A pin on the major only compares any stream.
         assert!(VersionPin::parse("<42").unwrap().allows(&testing).unwrap());
     }
@@ -310,6 +330,9 @@ mod tests {
     #[test]
     fn display_keeps_what_was_written() {
         assert_eq!(VersionPin::parse(" <=4230 ").unwrap().to_string(), "<=4230");
-        assert_eq!(VersionPin::parse("4081.*").unwrap().comparators()[0].to_string(), "4081.*");
+        assert_eq!(
+            VersionPin::parse("4081.*").unwrap().comparators()[0].to_string(),
+            "4081.*"
+        );
     }
 }

@@ -280,10 +280,18 @@ impl Policy {
         let inner = value
             .get("data")
             .and_then(|d| d.get(CONFIG_KEY))
-            .ok_or_else(|| one_error("data", format!("the ConfigMap has no {CONFIG_KEY:?} key under data")))?;
-        let inner = inner
-            .as_str()
-            .ok_or_else(|| one_error("data.config.yaml", "must be a string holding the policy YAML"))?;
+            .ok_or_else(|| {
+                one_error(
+                    "data",
+                    format!("the ConfigMap has no {CONFIG_KEY:?} key under data"),
+                )
+            })?;
+        let inner = inner.as_str().ok_or_else(|| {
+            one_error(
+                "data.config.yaml",
+                "must be a string holding the policy YAML",
+            )
+        })?;
         Policy::from_yaml(inner).map_err(|ConfigErrors(es)| {
             ConfigErrors(
                 es.into_iter()
@@ -325,7 +333,11 @@ fn one_error(path: &str, message: impl Into<String>) -> ConfigErrors {
 
 fn yaml_error(e: &serde_yaml::Error) -> ConfigErrors {
     let message = match e.location() {
-        Some(l) => format!("not valid YAML at line {}, column {}: {e}", l.line(), l.column()),
+        Some(l) => format!(
+            "not valid YAML at line {}, column {}: {e}",
+            l.line(),
+            l.column()
+        ),
         None => format!("not valid YAML: {e}"),
     };
     one_error("(document)", message)
@@ -375,7 +387,11 @@ struct Cx {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -396,7 +412,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca.to_ascii_lowercase() != cb.to_ascii_lowercase());
+            let sub = prev[j] + usize::from(!ca.eq_ignore_ascii_case(cb));
             cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
         }
         prev = cur;
@@ -416,7 +432,10 @@ impl Cx {
     fn map<'a>(&mut self, path: &str, v: &'a Value, allowed: &[&str]) -> Option<&'a Mapping> {
         let Some(m) = v.as_mapping() else {
             let shown = if path.is_empty() { "the policy" } else { path };
-            self.err(if path.is_empty() { "(document)" } else { path }, format!("{shown} must be a map, not {}", kind(v)));
+            self.err(
+                if path.is_empty() { "(document)" } else { path },
+                format!("{shown} must be a map, not {}", kind(v)),
+            );
             return None;
         };
         for k in m.keys() {
@@ -430,7 +449,10 @@ impl Cx {
                         .min()
                         .map(|(_, a)| format!(" (did you mean {a}?)"))
                         .unwrap_or_default();
-                    self.err(join(path, k), format!("unknown key{hint}; known keys here: {}", allowed.join(", ")));
+                    self.err(
+                        join(path, k),
+                        format!("unknown key{hint}; known keys here: {}", allowed.join(", ")),
+                    );
                 }
                 None => self.err(path, format!("keys must be strings, found {}", kind(k))),
             }
@@ -471,7 +493,9 @@ impl Cx {
 
     fn duration(&mut self, path: &str, v: &Value) -> Option<Duration> {
         let s = self.string(path, v)?;
-        parse_duration(&s).map_err(|e| self.err(path, e.to_string())).ok()
+        parse_duration(&s)
+            .map_err(|e| self.err(path, e.to_string()))
+            .ok()
     }
 }
 
@@ -515,7 +539,8 @@ fn parse_overrides(cx: &mut Cx, path: &str, m: &Mapping) -> Overrides {
         if let Some(s) = cx.string(&p, v) {
             let ok = !s.is_empty()
                 && s.len() <= 63
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
             if ok {
                 o.channel = Some(s);
             } else {
@@ -559,7 +584,9 @@ fn parse_overrides(cx: &mut Cx, path: &str, m: &Mapping) -> Overrides {
                     } else {
                         match parse_duration(&s) {
                             Ok(d) => o.grace_period = Some(GracePeriod::Seconds(d.as_secs())),
-                            Err(e) => cx.err(gp, format!("must be \"pod\" or a duration like 30s: {e}")),
+                            Err(e) => {
+                                cx.err(gp, format!("must be \"pod\" or a duration like 30s: {e}"))
+                            }
                         }
                     }
                 }
@@ -622,7 +649,10 @@ fn parse_max_unavailable(cx: &mut Cx, path: &str, v: &Value) -> Option<MaxUnavai
     if let Some(n) = v.as_u64() {
         return match u32::try_from(n) {
             Ok(0) => {
-                cx.err(path, "0 would never let a node update; use paused: true to stop a pool");
+                cx.err(
+                    path,
+                    "0 would never let a node update; use paused: true to stop a pool",
+                );
                 None
             }
             Ok(n) => Some(MaxUnavailable::Count(n)),
@@ -632,43 +662,63 @@ fn parse_max_unavailable(cx: &mut Cx, path: &str, v: &Value) -> Option<MaxUnavai
             }
         };
     }
-    if let Some(s) = v.as_str() {
-        if let Some(num) = s.trim().strip_suffix('%') {
-            return match num.trim().parse::<u32>() {
-                Ok(0) => {
-                    cx.err(path, "0% would never let a node update; use paused: true to stop a pool");
-                    None
-                }
-                Ok(p) if p > 100 => {
-                    cx.err(path, format!("{s} is over 100%"));
-                    None
-                }
-                Ok(p) => Some(MaxUnavailable::Percent(p)),
-                Err(_) => {
-                    cx.err(path, format!("{s:?} is not a whole-number percentage like 20%"));
-                    None
-                }
-            };
-        }
+    if let Some(s) = v.as_str()
+        && let Some(num) = s.trim().strip_suffix('%')
+    {
+        return match num.trim().parse::<u32>() {
+            Ok(0) => {
+                cx.err(
+                    path,
+                    "0% would never let a node update; use paused: true to stop a pool",
+                );
+                None
+            }
+            Ok(p) if p > 100 => {
+                cx.err(path, format!("{s} is over 100%"));
+                None
+            }
+            Ok(p) => Some(MaxUnavailable::Percent(p)),
+            Err(_) => {
+                cx.err(
+                    path,
+                    format!("{s:?} is not a whole-number percentage like 20%"),
+                );
+                None
+            }
+        };
     }
-    cx.err(path, format!("must be a count like 2 or a percentage like 20%, not {}", describe(v)));
+    cx.err(
+        path,
+        format!(
+            "must be a count like 2 or a percentage like 20%, not {}",
+            describe(v)
+        ),
+    );
     None
 }
 
 fn parse_hook_list(cx: &mut Cx, path: &str, v: &Value) -> Option<Vec<String>> {
     let Some(seq) = v.as_sequence() else {
-        cx.err(path, format!("must be a list of annotation keys, not {}", kind(v)));
+        cx.err(
+            path,
+            format!("must be a list of annotation keys, not {}", kind(v)),
+        );
         return None;
     };
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
     for (i, item) in seq.iter().enumerate() {
         let p = format!("{path}[{i}]");
-        let Some(key) = cx.string(&p, item) else { continue };
+        let Some(key) = cx.string(&p, item) else {
+            continue;
+        };
         if let Err(e) = validate_label_key(&key) {
             cx.err(&p, format!("{key:?} is not an annotation key: {e}"));
         } else if key.starts_with("drydock.dev/") {
-            cx.err(&p, format!("{key:?} is a drydock key; hooks are annotations your own tooling sets"));
+            cx.err(
+                &p,
+                format!("{key:?} is a drydock key; hooks are annotations your own tooling sets"),
+            );
         } else if !seen.insert(key.clone()) {
             cx.err(&p, format!("{key:?} is listed twice"));
         } else {
@@ -684,7 +734,10 @@ fn parse_windows(cx: &mut Cx, path: &str, v: &Value) -> Option<Schedule> {
         return None;
     };
     if seq.is_empty() {
-        cx.err(path, "an empty list would never open; leave windows out to allow any time");
+        cx.err(
+            path,
+            "an empty list would never open; leave windows out to allow any time",
+        );
         return None;
     }
     let mut windows = Vec::new();
@@ -698,7 +751,10 @@ fn parse_windows(cx: &mut Cx, path: &str, v: &Value) -> Option<Schedule> {
         let before = cx.errors.len();
         let days = match m.get("days") {
             None => {
-                cx.err(join(&p, "days"), "missing (list the weekdays the window opens on, like [Sat, Sun])");
+                cx.err(
+                    join(&p, "days"),
+                    "missing (list the weekdays the window opens on, like [Sat, Sun])",
+                );
                 None
             }
             Some(Value::Sequence(ds)) if ds.is_empty() => {
@@ -720,23 +776,33 @@ fn parse_windows(cx: &mut Cx, path: &str, v: &Value) -> Option<Schedule> {
                 Some(out)
             }
             Some(other) => {
-                cx.err(join(&p, "days"), format!("must be a list like [Sat, Sun], not {}", kind(other)));
+                cx.err(
+                    join(&p, "days"),
+                    format!("must be a list like [Sat, Sun], not {}", kind(other)),
+                );
                 None
             }
         };
         let start = match m.get("start") {
             None => {
-                cx.err(join(&p, "start"), "missing (the local time the window opens, like \"01:00\")");
+                cx.err(
+                    join(&p, "start"),
+                    "missing (the local time the window opens, like \"01:00\")",
+                );
                 None
             }
             Some(v) => {
                 let sp = join(&p, "start");
-                cx.string(&sp, v).and_then(|s| parse_start(&s).map_err(|e| cx.err(sp, e.to_string())).ok())
+                cx.string(&sp, v)
+                    .and_then(|s| parse_start(&s).map_err(|e| cx.err(sp, e.to_string())).ok())
             }
         };
         let length = match m.get("length") {
             None => {
-                cx.err(join(&p, "length"), "missing (how long the window stays open, like 4h)");
+                cx.err(
+                    join(&p, "length"),
+                    "missing (how long the window stays open, like 4h)",
+                );
                 None
             }
             Some(v) => cx.duration(&join(&p, "length"), v),
@@ -769,11 +835,18 @@ fn parse_windows(cx: &mut Cx, path: &str, v: &Value) -> Option<Schedule> {
 
 fn parse_selector(cx: &mut Cx, path: &str, v: &Value) -> Option<LabelSelector> {
     let Some(m) = v.as_mapping() else {
-        cx.err(path, format!("must be a map of labels or a label selector, not {}", kind(v)));
+        cx.err(
+            path,
+            format!(
+                "must be a map of labels or a label selector, not {}",
+                kind(v)
+            ),
+        );
         return None;
     };
     let full_form = !m.is_empty()
-        && m.keys().all(|k| matches!(k.as_str(), Some("matchLabels" | "matchExpressions")));
+        && m.keys()
+            .all(|k| matches!(k.as_str(), Some("matchLabels" | "matchExpressions")));
     let selector = if full_form {
         match serde_yaml::from_value::<LabelSelector>(v.clone()) {
             Ok(s) => s,
@@ -795,7 +868,10 @@ fn parse_selector(cx: &mut Cx, path: &str, v: &Value) -> Option<LabelSelector> {
                 Value::Bool(b) => b.to_string(),
                 Value::Number(n) => n.to_string(),
                 other => {
-                    cx.err(join(path, k), format!("a label value must be a string, not {}", kind(other)));
+                    cx.err(
+                        join(path, k),
+                        format!("a label value must be a string, not {}", kind(other)),
+                    );
                     continue;
                 }
             };
@@ -814,12 +890,17 @@ fn parse_selector(cx: &mut Cx, path: &str, v: &Value) -> Option<LabelSelector> {
     ok.then_some(selector)
 }
 
-fn resolve(name: &str, selector: Option<LabelSelector>, top: &Overrides, own: &Overrides) -> PoolPolicy {
+fn resolve(
+    name: &str,
+    selector: Option<LabelSelector>,
+    top: &Overrides,
+    own: &Overrides,
+) -> PoolPolicy {
     let d = DrainPolicy::default();
     let h = HealthPolicy::default();
-    let control_plane = selector
-        .as_ref()
-        .is_some_and(|s| s.requires_key(CONTROL_PLANE_LABEL) || s.requires_key(LEGACY_MASTER_LABEL));
+    let control_plane = selector.as_ref().is_some_and(|s| {
+        s.requires_key(CONTROL_PLANE_LABEL) || s.requires_key(LEGACY_MASTER_LABEL)
+    });
     let inherited_max = if control_plane {
         MaxUnavailable::Count(1)
     } else {
@@ -827,7 +908,10 @@ fn resolve(name: &str, selector: Option<LabelSelector>, top: &Overrides, own: &O
     };
     macro_rules! pick {
         ($f:ident, $default:expr) => {
-            own.$f.clone().or_else(|| top.$f.clone()).unwrap_or($default)
+            own.$f
+                .clone()
+                .or_else(|| top.$f.clone())
+                .unwrap_or($default)
         };
     }
     PoolPolicy {
@@ -869,12 +953,17 @@ fn parse_policy(cx: &mut Cx, v: &Value) -> Option<Policy> {
     let mut pools = Vec::new();
     if let Some(pv) = m.get("pools") {
         match pv.as_sequence() {
-            None => cx.err("pools", format!("must be a list of pools, not {}", kind(pv))),
+            None => cx.err(
+                "pools",
+                format!("must be a list of pools, not {}", kind(pv)),
+            ),
             Some(seq) => {
                 let mut names = BTreeSet::new();
                 for (i, item) in seq.iter().enumerate() {
                     let p = format!("pools[{i}]");
-                    let Some(pm) = cx.map(&p, item, POOL_KEYS) else { continue };
+                    let Some(pm) = cx.map(&p, item, POOL_KEYS) else {
+                        continue;
+                    };
                     let name = match pm.get("name") {
                         None => {
                             cx.err(join(&p, "name"), "missing (every pool needs a name)");
@@ -885,7 +974,8 @@ fn parse_policy(cx: &mut Cx, v: &Value) -> Option<Policy> {
                     if let Some(n) = &name {
                         let valid = !n.is_empty()
                             && n.len() <= 63
-                            && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                            && n.bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                             && !n.starts_with('-')
                             && !n.ends_with('-');
                         if !valid {
@@ -898,7 +988,10 @@ fn parse_policy(cx: &mut Cx, v: &Value) -> Option<Policy> {
                     }
                     let selector = match pm.get("nodeSelector") {
                         None => {
-                            cx.err(join(&p, "nodeSelector"), "missing (which nodes belong to this pool)");
+                            cx.err(
+                                join(&p, "nodeSelector"),
+                                "missing (which nodes belong to this pool)",
+                            );
                             None
                         }
                         Some(v) => parse_selector(cx, &join(&p, "nodeSelector"), v),
@@ -950,7 +1043,12 @@ pools:
 "#;
 
     fn errors(text: &str) -> Vec<String> {
-        Policy::from_yaml(text).unwrap_err().0.iter().map(|e| e.to_string()).collect()
+        Policy::from_yaml(text)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
     }
 
     #[test]
@@ -962,9 +1060,15 @@ pools:
         assert_eq!(w.max_unavailable, MaxUnavailable::Percent(20));
         assert_eq!(w.canary, 1);
         assert_eq!(w.channel.as_deref(), Some("stable"));
-        assert_eq!(w.version.as_ref().map(|v| v.to_string()), Some("<=4230".into()));
+        assert_eq!(
+            w.version.as_ref().map(|v| v.to_string()),
+            Some("<=4230".into())
+        );
         assert!(w.drain.delete_empty_dir_data);
-        assert_eq!(w.hooks.before_reboot, vec!["example.com/backup-done".to_string()]);
+        assert_eq!(
+            w.hooks.before_reboot,
+            vec!["example.com/backup-done".to_string()]
+        );
         assert!(matches!(w.schedule, Schedule::Windows(ref ws) if ws.len() == 1));
         assert_eq!(p.default_pool.name, "default");
     }
@@ -1015,8 +1119,14 @@ pools:
 
     #[test]
     fn a_bad_time_zone_is_named() {
-        let errs = errors("windows: [{days: [Mon], start: '01:00', length: 1h, timeZone: Mars/Base}]");
-        assert_eq!(errs, vec!["windows[0].timeZone: time zone \"Mars/Base\" is not an IANA time zone name (like Europe/Berlin or UTC)"]);
+        let errs =
+            errors("windows: [{days: [Mon], start: '01:00', length: 1h, timeZone: Mars/Base}]");
+        assert_eq!(
+            errs,
+            vec![
+                "windows[0].timeZone: time zone \"Mars/Base\" is not an IANA time zone name (like Europe/Berlin or UTC)"
+            ]
+        );
     }
 
     #[test]
@@ -1034,17 +1144,44 @@ windows: []
 "#,
         );
         assert_eq!(errs.len(), 12, "{errs:#?}");
-        assert!(errs.contains(&"drain.timeout: expected a number at position 1 of \"soon\"".to_string()));
+        assert!(
+            errs.contains(
+                &"drain.timeout: expected a number at position 1 of \"soon\"".to_string()
+            )
+        );
         assert!(errs.contains(&"paused: must be true or false, not a string".to_string()));
-        assert!(errs.iter().any(|e| e.starts_with("maxUnavailable: 0 would never")));
-        assert!(errs.iter().any(|e| e.starts_with("canary: must be a whole number, not -1")));
-        assert!(errs.iter().any(|e| e.starts_with("version: version pin \"<=42x\", column 5")));
-        assert!(errs.iter().any(|e| e.starts_with("drain.onTimeout: \"panic\" is not one of hold, force, reboot")));
-        assert!(errs.iter().any(|e| e.starts_with("drain.gracePeriod: must be \"pod\"")));
-        assert!(errs.iter().any(|e| e.starts_with("health.haltAfterFailures: 0 is below the minimum of 1")));
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("maxUnavailable: 0 would never"))
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("canary: must be a whole number, not -1"))
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("version: version pin \"<=42x\", column 5"))
+        );
+        assert!(errs.iter().any(|e| {
+            e.starts_with("drain.onTimeout: \"panic\" is not one of hold, force, reboot")
+        }));
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("drain.gracePeriod: must be \"pod\""))
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("health.haltAfterFailures: 0 is below the minimum of 1"))
+        );
         assert!(errs.iter().any(|e| e.starts_with("hooks.beforeReboot[0]: \"drydock.dev/x\" is a drydock key")));
-        assert!(errs.iter().any(|e| e.starts_with("hooks.beforeReboot[3]: \"ok.io/a\" is listed twice")));
-        assert!(errs.iter().any(|e| e.starts_with("windows: an empty list would never open")));
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("hooks.beforeReboot[3]: \"ok.io/a\" is listed twice"))
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("windows: an empty list would never open"))
+        );
     }
 
     #[test]
@@ -1066,7 +1203,10 @@ windows: []
     fn invalid_yaml_names_the_line() {
         let errs = errors("pools: [\n  {name: a\n");
         assert_eq!(errs.len(), 1);
-        assert!(errs[0].starts_with("(document): not valid YAML at line"), "{errs:?}");
+        assert!(
+            errs[0].starts_with("(document): not valid YAML at line"),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -1075,8 +1215,16 @@ windows: []
             "pools: [{name: gpu, nodeSelector: {gpu: 'true'}}, {name: zone-a, nodeSelector: {zone: a}}]",
         )
         .unwrap();
-        let l = |pairs: &[(&str, &str)]| -> Labels { pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
-        assert_eq!(p.pool_for(&l(&[("gpu", "true"), ("zone", "a")])).name, "gpu");
+        let l = |pairs: &[(&str, &str)]| -> Labels {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            p.pool_for(&l(&[("gpu", "true"), ("zone", "a")])).name,
+            "gpu"
+        );
         assert_eq!(p.pool_for(&l(&[("zone", "a")])).name, "zone-a");
         assert_eq!(p.pool_for(&l(&[("zone", "b")])).name, "default");
     }
@@ -1107,19 +1255,56 @@ windows: []
     #[test]
     fn a_configmap_manifest_is_accepted_and_paths_say_so() {
         let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: drydock-config}\ndata:\n  config.yaml: |\n    maxUnavailable: 101%\n";
-        let errs: Vec<String> = Policy::from_document(cm).unwrap_err().0.iter().map(|e| e.to_string()).collect();
-        assert_eq!(errs, vec!["data.config.yaml: maxUnavailable: 101% is over 100%"]);
+        let errs: Vec<String> = Policy::from_document(cm)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            errs,
+            vec!["data.config.yaml: maxUnavailable: 101% is over 100%"]
+        );
         let cm = "apiVersion: v1\nkind: ConfigMap\ndata: {other: x}\n";
-        let errs: Vec<String> = Policy::from_document(cm).unwrap_err().0.iter().map(|e| e.to_string()).collect();
-        assert_eq!(errs, vec!["data: the ConfigMap has no \"config.yaml\" key under data"]);
-        assert!(Policy::from_document(&format!("apiVersion: v1\nkind: ConfigMap\ndata:\n  config.yaml: |\n{}", EXAMPLE.lines().map(|l| format!("    {l}\n")).collect::<String>())).is_ok());
+        let errs: Vec<String> = Policy::from_document(cm)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            errs,
+            vec!["data: the ConfigMap has no \"config.yaml\" key under data"]
+        );
+        assert!(
+            Policy::from_document(&format!(
+                "apiVersion: v1\nkind: ConfigMap\ndata:\n  config.yaml: |\n{}",
+                EXAMPLE
+                    .lines()
+                    .map(|l| format!("    {l}\n"))
+                    .collect::<String>()
+            ))
+            .is_ok()
+        );
     }
 
     #[test]
     fn selectors_in_full_form_are_validated() {
-        let errs = errors("pools: [{name: a, nodeSelector: {matchExpressions: [{key: zone, operator: In}]}}]");
-        assert_eq!(errs, vec!["pools[0].nodeSelector.matchExpressions[0].values: operator In needs at least one value"]);
-        let errs = errors("pools: [{name: a, nodeSelector: {matchExpressions: [{key: zone, operator: Maybe}]}}]");
-        assert!(errs[0].starts_with("pools[0].nodeSelector: not a label selector"), "{errs:?}");
+        let errs = errors(
+            "pools: [{name: a, nodeSelector: {matchExpressions: [{key: zone, operator: In}]}}]",
+        );
+        assert_eq!(
+            errs,
+            vec![
+                "pools[0].nodeSelector.matchExpressions[0].values: operator In needs at least one value"
+            ]
+        );
+        let errs = errors(
+            "pools: [{name: a, nodeSelector: {matchExpressions: [{key: zone, operator: Maybe}]}}]",
+        );
+        assert!(
+            errs[0].starts_with("pools[0].nodeSelector: not a label selector"),
+            "{errs:?}"
+        );
     }
 }

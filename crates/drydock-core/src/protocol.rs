@@ -96,7 +96,9 @@ pub const MAX_TEXT_LEN: usize = 1024;
 pub const MAX_ID_LEN: usize = 128;
 
 /// Where a node is in its update, as the operator sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Phase {
     /// Nothing to do.
     Idle,
@@ -274,11 +276,20 @@ impl AgentStatus {
             }
         };
         put(keys::OS, self.os.map(|o| o.as_str().to_string()));
-        put(keys::BOOTED_VERSION, self.booted_version.as_ref().map(ToString::to_string));
+        put(
+            keys::BOOTED_VERSION,
+            self.booted_version.as_ref().map(ToString::to_string),
+        );
         put(keys::BOOTED_SLOT, self.booted_slot.clone());
         put(keys::BOOT_ID, self.boot_id.clone());
-        put(keys::STAGED_VERSION, self.staged_version.as_ref().map(ToString::to_string));
-        put(keys::UPDATE_STATUS, self.update_status.map(|s| s.as_str().to_string()));
+        put(
+            keys::STAGED_VERSION,
+            self.staged_version.as_ref().map(ToString::to_string),
+        );
+        put(
+            keys::UPDATE_STATUS,
+            self.update_status.map(|s| s.as_str().to_string()),
+        );
         put(keys::PROGRESS, self.progress.map(|p| p.to_string()));
         put(keys::LAST_CHECK, self.last_check.map(|t| t.to_string()));
         put(keys::CHANNEL, self.channel.clone());
@@ -286,7 +297,10 @@ impl AgentStatus {
         put(keys::REBOOT_ACK, self.reboot_ack.map(|t| t.to_string()));
         put(keys::AGENT_MESSAGE, self.message.clone());
         let mut l = BTreeMap::new();
-        l.insert(keys::REBOOT_NEEDED.to_string(), self.has_staged_update().to_string());
+        l.insert(
+            keys::REBOOT_NEEDED.to_string(),
+            self.has_staged_update().to_string(),
+        );
         (a, l)
     }
 }
@@ -338,11 +352,17 @@ impl OperatorState {
         put(keys::REASON_CODE, self.reason_code.clone());
         put(keys::REASON, self.reason.clone());
         put(keys::REBOOT_TOKEN, self.token.map(|t| t.to_string()));
-        put(keys::TARGET_VERSION, self.target_version.as_ref().map(ToString::to_string));
+        put(
+            keys::TARGET_VERSION,
+            self.target_version.as_ref().map(ToString::to_string),
+        );
         put(keys::GRANT_SLOT, self.grant_slot.clone());
         put(keys::GRANT_BOOT_ID, self.grant_boot_id.clone());
         put(keys::CORDONED, self.cordoned.then(|| "true".to_string()));
-        put(keys::DRAIN_STARTED, self.drain_started.map(|t| t.to_string()));
+        put(
+            keys::DRAIN_STARTED,
+            self.drain_started.map(|t| t.to_string()),
+        );
         put(keys::DESIRED_CHANNEL, self.desired_channel.clone());
         let mut l = BTreeMap::new();
         l.insert(keys::PHASE.to_string(), self.phase().as_str().to_string());
@@ -405,12 +425,17 @@ impl Reader<'_> {
         let v = self.raw(key, false)?;
         let ok = !v.is_empty()
             && v.len() <= MAX_ID_LEN
-            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:+".contains(&b));
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:+".contains(&b));
         if ok {
             Some(v.to_string())
         } else {
             let v = v.to_string();
-            self.fail(key, &v, &format!("is not an identifier (1-{MAX_ID_LEN} characters of [A-Za-z0-9-_.:+])"));
+            self.fail(
+                key,
+                &v,
+                &format!("is not an identifier (1-{MAX_ID_LEN} characters of [A-Za-z0-9-_.:+])"),
+            );
             None
         }
     }
@@ -421,19 +446,29 @@ impl Reader<'_> {
             Some(v.to_string())
         } else {
             let v = v.to_string();
-            self.fail(key, &v, &format!("is not text of at most {MAX_TEXT_LEN} bytes without control characters"));
+            self.fail(
+                key,
+                &v,
+                &format!("is not text of at most {MAX_TEXT_LEN} bytes without control characters"),
+            );
             None
         }
     }
 
     fn token(&mut self, key: &str) -> Option<u64> {
         let v = self.raw(key, false)?;
-        let canonical = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) && (v == "0" || !v.starts_with('0'));
+        let canonical = !v.is_empty()
+            && v.bytes().all(|b| b.is_ascii_digit())
+            && (v == "0" || !v.starts_with('0'));
         match v.parse::<u64>() {
             Ok(n) if canonical => Some(n),
             _ => {
                 let v = v.to_string();
-                self.fail(key, &v, "is not a token (a decimal number without sign or leading zeros)");
+                self.fail(
+                    key,
+                    &v,
+                    "is not a token (a decimal number without sign or leading zeros)",
+                );
                 None
             }
         }
@@ -569,7 +604,13 @@ pub fn parse_node_state(
         pool,
     };
     let person = PersonRequests {
-        hold: r.text(keys::HOLD).map(|s| if s.trim().is_empty() { "held by a person".into() } else { s }),
+        hold: r.text(keys::HOLD).map(|s| {
+            if s.trim().is_empty() {
+                "held by a person".into()
+            } else {
+                s
+            }
+        }),
         release: r.time(keys::RELEASE),
     };
 
@@ -581,24 +622,31 @@ pub fn parse_node_state(
             problem,
         })
     };
-    if let (Some(ack), tok) = (agent.reboot_ack, operator.token) {
-        if tok.is_none_or(|t| ack > t) {
-            contradiction(
-                keys::REBOOT_ACK,
-                format!(
-                    "acknowledges token {ack} but the highest token granted is {}",
-                    tok.map_or("none".to_string(), |t| t.to_string())
-                ),
-            );
-        }
+    if let (Some(ack), tok) = (agent.reboot_ack, operator.token)
+        && tok.is_none_or(|t| ack > t)
+    {
+        contradiction(
+            keys::REBOOT_ACK,
+            format!(
+                "acknowledges token {ack} but the highest token granted is {}",
+                tok.map_or("none".to_string(), |t| t.to_string())
+            ),
+        );
     }
     if let Some(p) = operator.phase {
         if matches!(p, Phase::RebootGranted | Phase::Rebooting)
-            && (operator.token.is_none() || operator.target_version.is_none() || operator.grant_boot_id.is_none())
+            && (operator.token.is_none()
+                || operator.target_version.is_none()
+                || operator.grant_boot_id.is_none())
         {
             contradiction(
                 keys::PHASE,
-                format!("is {p} but {}, {} or {} is missing", keys::REBOOT_TOKEN, keys::TARGET_VERSION, keys::GRANT_BOOT_ID),
+                format!(
+                    "is {p} but {}, {} or {} is missing",
+                    keys::REBOOT_TOKEN,
+                    keys::TARGET_VERSION,
+                    keys::GRANT_BOOT_ID
+                ),
             );
         }
         if p != Phase::Idle && operator.since.is_none() && !since_unreadable {
@@ -606,7 +654,14 @@ pub fn parse_node_state(
         }
     }
     let errors = r.errors;
-    (NodeState { agent, operator, person }, errors)
+    (
+        NodeState {
+            agent,
+            operator,
+            person,
+        },
+        errors,
+    )
 }
 
 #[cfg(test)]
@@ -614,12 +669,19 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn a_well_formed_node_parses_completely() {
-        let labels = map(&[(keys::PHASE, "RebootGranted"), (keys::REBOOT_NEEDED, "true"), (keys::POOL, "workers")]);
+        let labels = map(&[
+            (keys::PHASE, "RebootGranted"),
+            (keys::REBOOT_NEEDED, "true"),
+            (keys::POOL, "workers"),
+        ]);
         let ann = map(&[
             (keys::OS, "flatcar"),
             (keys::BOOTED_VERSION, "4081.2.0"),
@@ -676,7 +738,10 @@ mod tests {
             ],
             "{errs:#?}"
         );
-        assert_eq!(errs[7].to_string(), "drydock.dev/reboot-token: \"007\" is not a token (a decimal number without sign or leading zeros)");
+        assert_eq!(
+            errs[7].to_string(),
+            "drydock.dev/reboot-token: \"007\" is not a token (a decimal number without sign or leading zeros)"
+        );
         assert_eq!(s.operator.phase, None);
         assert_eq!(s.operator.token, None);
     }
@@ -684,7 +749,11 @@ mod tests {
     #[test]
     fn forged_acknowledgements_and_half_grants_are_contradictions() {
         let labels = map(&[(keys::PHASE, "RebootGranted")]);
-        let ann = map(&[(keys::REBOOT_ACK, "9"), (keys::REBOOT_TOKEN, "3"), (keys::PHASE_SINCE, "2026-11-22T10:00:00Z")]);
+        let ann = map(&[
+            (keys::REBOOT_ACK, "9"),
+            (keys::REBOOT_TOKEN, "3"),
+            (keys::PHASE_SINCE, "2026-11-22T10:00:00Z"),
+        ]);
         let (_, errs) = parse_node_state(&labels, &ann);
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
         assert_eq!(

@@ -62,7 +62,9 @@ pub struct LabelSelector {
 impl LabelSelector {
     /// Whether the labels satisfy every term.
     pub fn matches(&self, labels: &Labels) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
             && self.match_expressions.iter().all(|r| r.matches(labels))
     }
 
@@ -70,9 +72,10 @@ impl LabelSelector {
     /// `Exists`); used to recognise control-plane pools.
     pub fn requires_key(&self, key: &str) -> bool {
         self.match_labels.contains_key(key)
-            || self.match_expressions.iter().any(|r| {
-                r.key == key && matches!(r.operator, SelectorOp::In | SelectorOp::Exists)
-            })
+            || self
+                .match_expressions
+                .iter()
+                .any(|r| r.key == key && matches!(r.operator, SelectorOp::In | SelectorOp::Exists))
     }
 
     /// Checks key and value syntax and operator/value consistency; each problem is
@@ -84,7 +87,10 @@ impl LabelSelector {
                 errors.push((format!("{path}.matchLabels"), format!("key {k:?}: {e}")));
             }
             if let Err(e) = validate_label_value(v) {
-                errors.push((format!("{path}.matchLabels.{k}"), format!("value {v:?}: {e}")));
+                errors.push((
+                    format!("{path}.matchLabels.{k}"),
+                    format!("value {v:?}: {e}"),
+                ));
             }
         }
         for (i, r) in self.match_expressions.iter().enumerate() {
@@ -97,12 +103,11 @@ impl LabelSelector {
                     format!("{p}.values"),
                     format!("operator {:?} needs at least one value", r.operator),
                 )),
-                SelectorOp::Exists | SelectorOp::DoesNotExist if !r.values.is_empty() => {
-                    errors.push((
+                SelectorOp::Exists | SelectorOp::DoesNotExist if !r.values.is_empty() => errors
+                    .push((
                         format!("{p}.values"),
                         format!("operator {:?} takes no values", r.operator),
-                    ))
-                }
+                    )),
                 _ => {}
             }
             for v in &r.values {
@@ -141,7 +146,8 @@ impl fmt::Display for LabelSelector {
 fn is_name_segment(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         && s.as_bytes()[0].is_ascii_alphanumeric()
         && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
 }
@@ -152,7 +158,8 @@ fn is_dns_subdomain(s: &str) -> bool {
         && s.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
@@ -165,10 +172,10 @@ pub fn validate_label_key(key: &str) -> Result<(), String> {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
     };
-    if let Some(p) = prefix {
-        if !is_dns_subdomain(p) {
-            return Err(format!("prefix {p:?} is not a DNS subdomain"));
-        }
+    if let Some(p) = prefix
+        && !is_dns_subdomain(p)
+    {
+        return Err(format!("prefix {p:?} is not a DNS subdomain"));
     }
     if !is_name_segment(name, 63) {
         return Err(format!(
@@ -184,7 +191,10 @@ pub fn validate_label_value(value: &str) -> Result<(), String> {
     if value.is_empty() || is_name_segment(value, 63) {
         Ok(())
     } else {
-        Err("must be empty or 1-63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric".into())
+        Err(
+            "must be empty or 1-63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric"
+                .into(),
+        )
     }
 }
 
@@ -193,7 +203,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -250,7 +263,10 @@ mod tests {
         };
         let errs = sel.validate("pools[0].nodeSelector");
         assert_eq!(errs.len(), 3, "{errs:?}");
-        assert_eq!(errs[2].0, "pools[0].nodeSelector.matchExpressions[0].values");
+        assert_eq!(
+            errs[2].0,
+            "pools[0].nodeSelector.matchExpressions[0].values"
+        );
     }
 
     #[test]

@@ -131,7 +131,11 @@ impl PdbSnapshot {
 
     /// Disruptions the planner may count on.
     pub fn allowed(&self) -> u32 {
-        if self.status_current { self.disruptions_allowed } else { 0 }
+        if self.status_current {
+            self.disruptions_allowed
+        } else {
+            0
+        }
     }
 }
 
@@ -144,12 +148,17 @@ pub struct Snapshot {
     pods_by_node: Vec<Vec<u32>>,
     pod_pdbs: Vec<Vec<u32>>,
     node_index: HashMap<String, usize>,
+    by_name: Vec<u32>,
 }
 
 impl Snapshot {
     /// Indexes the given objects. Pods bound to nodes not in `nodes` are kept but belong
     /// to no node; duplicate node names keep the first.
-    pub fn new(nodes: Vec<NodeSnapshot>, pods: Vec<PodSnapshot>, pdbs: Vec<PdbSnapshot>) -> Snapshot {
+    pub fn new(
+        nodes: Vec<NodeSnapshot>,
+        pods: Vec<PodSnapshot>,
+        pdbs: Vec<PdbSnapshot>,
+    ) -> Snapshot {
         let mut node_index = HashMap::with_capacity(nodes.len());
         for (i, n) in nodes.iter().enumerate() {
             node_index.entry(n.name.clone()).or_insert(i);
@@ -177,7 +186,10 @@ impl Snapshot {
                     .entry((pdb.namespace.as_str(), k.as_str(), v.as_str()))
                     .or_default()
                     .push(i as u32),
-                None => unkeyed.entry(pdb.namespace.as_str()).or_default().push(i as u32),
+                None => unkeyed
+                    .entry(pdb.namespace.as_str())
+                    .or_default()
+                    .push(i as u32),
             }
         }
         let mut pod_pdbs = vec![Vec::new(); pods.len()];
@@ -187,19 +199,32 @@ impl Snapshot {
             for (k, v) in &pod.labels {
                 if let Some(cands) = by_label.get(&(ns, k.as_str(), v.as_str())) {
                     cover.extend(cands.iter().copied().filter(|&c| {
-                        pdbs[c as usize].selector.as_ref().is_some_and(|s| s.matches(&pod.labels))
+                        pdbs[c as usize]
+                            .selector
+                            .as_ref()
+                            .is_some_and(|s| s.matches(&pod.labels))
                     }));
                 }
             }
             if let Some(cands) = unkeyed.get(ns) {
                 cover.extend(cands.iter().copied().filter(|&c| {
-                    pdbs[c as usize].selector.as_ref().is_some_and(|s| s.matches(&pod.labels))
+                    pdbs[c as usize]
+                        .selector
+                        .as_ref()
+                        .is_some_and(|s| s.matches(&pod.labels))
                 }));
             }
             cover.sort_unstable();
             cover.dedup();
             pod_pdbs[i] = cover;
         }
+        let mut by_name: Vec<u32> = (0..nodes.len() as u32).collect();
+        by_name.sort_by(|&a, &b| {
+            nodes[a as usize]
+                .name
+                .cmp(&nodes[b as usize].name)
+                .then(a.cmp(&b))
+        });
         Snapshot {
             nodes,
             pods,
@@ -207,6 +232,7 @@ impl Snapshot {
             pods_by_node,
             pod_pdbs,
             node_index,
+            by_name,
         }
     }
 
@@ -230,9 +256,16 @@ impl Snapshot {
         self.node_index.get(name).copied()
     }
 
+    /// Node indices in name order (ties in input order).
+    pub fn nodes_by_name(&self) -> impl Iterator<Item = usize> + '_ {
+        self.by_name.iter().map(|&i| i as usize)
+    }
+
     /// Indices of the pods on node `node` (an index into [`Snapshot::nodes`]).
     pub fn pods_on(&self, node: usize) -> impl Iterator<Item = (usize, &PodSnapshot)> {
-        self.pods_by_node[node].iter().map(move |&i| (i as usize, &self.pods[i as usize]))
+        self.pods_by_node[node]
+            .iter()
+            .map(move |&i| (i as usize, &self.pods[i as usize]))
     }
 
     /// Indices of the PDBs covering pod `pod`.
@@ -252,7 +285,10 @@ mod tests {
             name: name.into(),
             uid: format!("uid-{name}"),
             node: Some(node.into()),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             owner: PodOwner::Controller {
                 kind: "ReplicaSet".into(),
                 name: "rs".into(),

@@ -55,7 +55,9 @@ impl FromStr for OsFamily {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VersionError {
     /// Not a Flatcar (semver) version.
-    #[error("{input:?} is not a Flatcar version (expected MAJOR.MINOR.PATCH like 4081.2.0): {detail}")]
+    #[error(
+        "{input:?} is not a Flatcar version (expected MAJOR.MINOR.PATCH like 4081.2.0): {detail}"
+    )]
     BadFlatcar {
         /// The rejected text.
         input: String,
@@ -63,7 +65,9 @@ pub enum VersionError {
         detail: String,
     },
     /// Not a CoreOS version.
-    #[error("{input:?} is not a CoreOS version (expected MAJOR.YYYYMMDD.STREAM.RESPIN like 41.20241109.3.0): {detail}")]
+    #[error(
+        "{input:?} is not a CoreOS version (expected MAJOR.YYYYMMDD.STREAM.RESPIN like 41.20241109.3.0): {detail}"
+    )]
     BadCoreOs {
         /// The rejected text.
         input: String,
@@ -121,7 +125,10 @@ impl CoreOsVersion {
         };
         let parts: Vec<&str> = input.split('.').collect();
         if parts.len() != 4 {
-            return Err(bad(format!("has {} dot-separated parts, not 4", parts.len())));
+            return Err(bad(format!(
+                "has {} dot-separated parts, not 4",
+                parts.len()
+            )));
         }
         let names = ["major", "date", "stream", "respin"];
         let mut nums = [0u64; 4];
@@ -136,11 +143,17 @@ impl CoreOsVersion {
         let date = nums[1];
         let (y, m, d) = (date / 10_000, (date / 100) % 100, date % 100);
         if parts[1].len() != 8 || !(1..=12).contains(&m) || !(1..=31).contains(&d) || y < 2000 {
-            return Err(bad(format!("the date part {:?} is not a YYYYMMDD date", parts[1])));
+            return Err(bad(format!(
+                "the date part {:?} is not a YYYYMMDD date",
+                parts[1]
+            )));
         }
-        let major = u32::try_from(nums[0]).map_err(|_| bad("the major part is too large".into()))?;
-        let stream = u16::try_from(nums[2]).map_err(|_| bad("the stream part is too large".into()))?;
-        let respin = u32::try_from(nums[3]).map_err(|_| bad("the respin part is too large".into()))?;
+        let major =
+            u32::try_from(nums[0]).map_err(|_| bad("the major part is too large".into()))?;
+        let stream =
+            u16::try_from(nums[2]).map_err(|_| bad("the stream part is too large".into()))?;
+        let respin =
+            u32::try_from(nums[3]).map_err(|_| bad("the respin part is too large".into()))?;
         Ok(CoreOsVersion {
             major,
             date: date as u32,
@@ -165,7 +178,11 @@ impl CoreOsVersion {
 
 impl fmt::Display for CoreOsVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}.{}", self.major, self.date, self.stream, self.respin)
+        write!(
+            f,
+            "{}.{}.{}.{}",
+            self.major, self.date, self.stream, self.respin
+        )
     }
 }
 
@@ -263,41 +280,75 @@ mod tests {
     #[test]
     fn flatcar_versions_order_as_semver() {
         assert_eq!(fl("4081.2.0").compare(&fl("4081.2.1")), Ok(Ordering::Less));
-        assert_eq!(fl("4230.0.0").compare(&fl("4081.10.0")), Ok(Ordering::Greater));
+        assert_eq!(
+            fl("4230.0.0").compare(&fl("4081.10.0")),
+            Ok(Ordering::Greater)
+        );
         assert_eq!(fl("4081.2.0").compare(&fl("4081.2.0")), Ok(Ordering::Equal));
     }
 
     #[test]
     fn coreos_versions_order_within_a_stream() {
-        assert_eq!(co("41.20241109.3.0").compare(&co("41.20241122.3.0")), Ok(Ordering::Less));
-        assert_eq!(co("41.20241109.3.1").compare(&co("41.20241109.3.0")), Ok(Ordering::Greater));
-        assert_eq!(co("40.20241230.3.0").compare(&co("41.20241109.3.0")), Ok(Ordering::Less));
+        assert_eq!(
+            co("41.20241109.3.0").compare(&co("41.20241122.3.0")),
+            Ok(Ordering::Less)
+        );
+        assert_eq!(
+            co("41.20241109.3.1").compare(&co("41.20241109.3.0")),
+            Ok(Ordering::Greater)
+        );
+        assert_eq!(
+            co("40.20241230.3.0").compare(&co("41.20241109.3.0")),
+            Ok(Ordering::Less)
+        );
     }
 
     #[test]
     fn comparing_across_streams_or_families_is_an_error() {
-        let e = co("41.20241109.3.0").compare(&co("41.20241109.2.0")).unwrap_err();
-        assert!(matches!(e, VersionError::CrossStream { sa: 3, sb: 2, .. }), "{e}");
+        let e = co("41.20241109.3.0")
+            .compare(&co("41.20241109.2.0"))
+            .unwrap_err();
+        assert!(
+            matches!(e, VersionError::CrossStream { sa: 3, sb: 2, .. }),
+            "{e}"
+        );
         let e = fl("4081.2.0").compare(&co("41.20241109.3.0")).unwrap_err();
         assert!(matches!(e, VersionError::CrossFamily { .. }), "{e}");
     }
 
     #[test]
     fn parse_errors_say_which_part_is_wrong() {
-        let e = CoreOsVersion::parse("41.2024119.3.0").unwrap_err().to_string();
-        assert!(e.contains("the date part \"2024119\" is not a YYYYMMDD date"), "{e}");
-        let e = CoreOsVersion::parse("41.20241109.x.0").unwrap_err().to_string();
+        let e = CoreOsVersion::parse("41.2024119.3.0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("the date part \"2024119\" is not a YYYYMMDD date"),
+            "{e}"
+        );
+        let e = CoreOsVersion::parse("41.20241109.x.0")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("the stream part \"x\" is not a number"), "{e}");
-        let e = CoreOsVersion::parse("41.20241109.3").unwrap_err().to_string();
+        let e = CoreOsVersion::parse("41.20241109.3")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("has 3 dot-separated parts, not 4"), "{e}");
-        let e = OsVersion::parse(OsFamily::Flatcar, "4081.2").unwrap_err().to_string();
+        let e = OsVersion::parse(OsFamily::Flatcar, "4081.2")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("is not a Flatcar version"), "{e}");
     }
 
     #[test]
     fn parse_any_tells_the_families_apart() {
-        assert_eq!(OsVersion::parse_any("41.20241109.3.0").unwrap().family(), OsFamily::Fcos);
-        assert_eq!(OsVersion::parse_any("4081.2.0").unwrap().family(), OsFamily::Flatcar);
+        assert_eq!(
+            OsVersion::parse_any("41.20241109.3.0").unwrap().family(),
+            OsFamily::Fcos
+        );
+        assert_eq!(
+            OsVersion::parse_any("4081.2.0").unwrap().family(),
+            OsFamily::Flatcar
+        );
     }
 
     proptest! {

@@ -110,12 +110,19 @@ pub fn parse_time_zone(name: &str) -> Result<TimeZone, WindowError> {
 
 impl Window {
     /// Builds a window from already-parsed parts.
-    pub fn new(days: Vec<Weekday>, start: Time, length: Duration, tz_name: &str) -> Result<Self, WindowError> {
+    pub fn new(
+        days: Vec<Weekday>,
+        start: Time,
+        length: Duration,
+        tz_name: &str,
+    ) -> Result<Self, WindowError> {
         if days.is_empty() {
             return Err(WindowError::NoDays);
         }
         if length.is_zero() || length.as_secs() > MAX_WINDOW_LENGTH_SECS {
-            return Err(WindowError::BadLength(crate::duration::format_duration(length)));
+            return Err(WindowError::BadLength(crate::duration::format_duration(
+                length,
+            )));
         }
         let tz = parse_time_zone(tz_name)?;
         Ok(Window {
@@ -138,7 +145,11 @@ impl Window {
                 d = date.tomorrow().ok();
                 if self.days.contains(&date.weekday()) {
                     // `compatible`: gap → after the gap, fold → the earlier instant.
-                    if let Ok(z) = self.tz.to_ambiguous_zoned(date.to_datetime(self.start)).compatible() {
+                    if let Ok(z) = self
+                        .tz
+                        .to_ambiguous_zoned(date.to_datetime(self.start))
+                        .compatible()
+                    {
                         return Some(z.timestamp());
                     }
                 }
@@ -155,8 +166,12 @@ impl Window {
         let today = now.to_zoned(self.tz.clone()).date();
         // Look back far enough to catch a window that opened days ago and is still open.
         let back = (self.length.as_secs() / 86_400) as i64 + 2;
-        let from = today.checked_sub(jiff::Span::new().days(back)).unwrap_or(today);
-        let to = today.checked_add(jiff::Span::new().days(8)).unwrap_or(today);
+        let from = today
+            .checked_sub(jiff::Span::new().days(back))
+            .unwrap_or(today);
+        let to = today
+            .checked_add(jiff::Span::new().days(8))
+            .unwrap_or(today);
         (from, to)
     }
 
@@ -185,7 +200,13 @@ impl Window {
     /// `Sat 01:00 Europe/Berlin`-style text for an instant, in this window's zone.
     pub fn describe_instant(&self, at: Timestamp) -> String {
         let z = at.to_zoned(self.tz.clone());
-        format!("{} {:02}:{:02} {}", weekday_short(z.weekday()), z.hour(), z.minute(), self.tz_name)
+        format!(
+            "{} {:02}:{:02} {}",
+            weekday_short(z.weekday()),
+            z.hour(),
+            z.minute(),
+            self.tz_name
+        )
     }
 }
 
@@ -238,7 +259,9 @@ impl Schedule {
             Schedule::Always => WindowState::Open { closes: None },
             Schedule::Windows(ws) => {
                 if let Some(closes) = ws.iter().filter_map(|w| w.open_until(now)).max() {
-                    return WindowState::Open { closes: Some(closes) };
+                    return WindowState::Open {
+                        closes: Some(closes),
+                    };
                 }
                 let next = ws
                     .iter()
@@ -281,10 +304,20 @@ mod tests {
     fn a_weekend_window_in_berlin() {
         // 2026-11-28 is a Saturday; Berlin is UTC+1 in November.
         let w = window(&["Sat", "Sun"], "01:00", 4, "Europe/Berlin");
-        assert_eq!(w.open_until(ts("2026-11-28T00:30:00Z")), Some(ts("2026-11-28T04:00:00Z")));
+        assert_eq!(
+            w.open_until(ts("2026-11-28T00:30:00Z")),
+            Some(ts("2026-11-28T04:00:00Z"))
+        );
         assert_eq!(w.open_until(ts("2026-11-27T23:59:59Z")), None);
-        assert_eq!(w.open_until(ts("2026-11-28T04:00:00Z")), None, "the end is exclusive");
-        assert_eq!(w.next_open(ts("2026-11-25T12:00:00Z")), Some(ts("2026-11-28T00:00:00Z")));
+        assert_eq!(
+            w.open_until(ts("2026-11-28T04:00:00Z")),
+            None,
+            "the end is exclusive"
+        );
+        assert_eq!(
+            w.next_open(ts("2026-11-25T12:00:00Z")),
+            Some(ts("2026-11-28T00:00:00Z"))
+        );
         let s = Schedule::Windows(vec![w]);
         assert_eq!(
             s.state(ts("2026-11-25T12:00:00Z")),
@@ -299,7 +332,10 @@ mod tests {
     fn a_window_wrapping_midnight_stays_open_the_next_morning() {
         // Friday 22:00 UTC for 6h: open until Saturday 04:00.
         let w = window(&["Fri"], "22:00", 6, "UTC");
-        assert_eq!(w.open_until(ts("2026-11-28T03:00:00Z")), Some(ts("2026-11-28T04:00:00Z")));
+        assert_eq!(
+            w.open_until(ts("2026-11-28T03:00:00Z")),
+            Some(ts("2026-11-28T04:00:00Z"))
+        );
         assert_eq!(w.open_until(ts("2026-11-28T05:00:00Z")), None);
         // Opening day is Friday: a Saturday 23:00 is closed.
         assert_eq!(w.open_until(ts("2026-11-28T23:00:00Z")), None);
@@ -310,8 +346,14 @@ mod tests {
         // Europe/Berlin jumps 02:00 → 03:00 on Sunday 2026-03-29. A 02:30 start does not
         // exist that night; it opens at 03:30 local (01:30Z) and lasts 1h of real time.
         let w = window(&["Sun"], "02:30", 1, "Europe/Berlin");
-        assert_eq!(w.next_open(ts("2026-03-28T12:00:00Z")), Some(ts("2026-03-29T01:30:00Z")));
-        assert_eq!(w.open_until(ts("2026-03-29T01:45:00Z")), Some(ts("2026-03-29T02:30:00Z")));
+        assert_eq!(
+            w.next_open(ts("2026-03-28T12:00:00Z")),
+            Some(ts("2026-03-29T01:30:00Z"))
+        );
+        assert_eq!(
+            w.open_until(ts("2026-03-29T01:45:00Z")),
+            Some(ts("2026-03-29T02:30:00Z"))
+        );
     }
 
     #[test]
@@ -319,30 +361,57 @@ mod tests {
         // Europe/Berlin falls back 03:00 → 02:00 on Sunday 2026-10-25: 02:30 happens twice,
         // first at 00:30Z (CEST). A 2h window then closes at 02:30Z = 03:30 CET local.
         let w = window(&["Sun"], "02:30", 2, "Europe/Berlin");
-        assert_eq!(w.next_open(ts("2026-10-24T12:00:00Z")), Some(ts("2026-10-25T00:30:00Z")));
-        assert_eq!(w.open_until(ts("2026-10-25T02:00:00Z")), Some(ts("2026-10-25T02:30:00Z")));
+        assert_eq!(
+            w.next_open(ts("2026-10-24T12:00:00Z")),
+            Some(ts("2026-10-25T00:30:00Z"))
+        );
+        assert_eq!(
+            w.open_until(ts("2026-10-25T02:00:00Z")),
+            Some(ts("2026-10-25T02:30:00Z"))
+        );
     }
 
     #[test]
     fn a_long_window_that_opened_days_ago_is_still_open() {
         let w = window(&["Mon"], "00:00", 100, "UTC");
         // 2026-11-23 is a Monday; 100h later is Friday 04:00.
-        assert_eq!(w.open_until(ts("2026-11-26T12:00:00Z")), Some(ts("2026-11-27T04:00:00Z")));
+        assert_eq!(
+            w.open_until(ts("2026-11-26T12:00:00Z")),
+            Some(ts("2026-11-27T04:00:00Z"))
+        );
     }
 
     #[test]
     fn bad_parts_are_refused_with_what_is_wrong() {
-        assert_eq!(parse_start("25:00"), Err(WindowError::BadStart("25:00".into())));
+        assert_eq!(
+            parse_start("25:00"),
+            Err(WindowError::BadStart("25:00".into()))
+        );
         assert_eq!(parse_start("1:5"), Err(WindowError::BadStart("1:5".into())));
         assert!(parse_start("1:05").is_ok());
-        assert_eq!(parse_weekday("Caturday"), Err(WindowError::BadDay("Caturday".into())));
-        assert!(matches!(parse_time_zone("Mars/Olympus"), Err(WindowError::BadTimeZone(_))));
-        let e = Window::new(vec![Weekday::Monday], Time::midnight(), Duration::from_secs(0), "UTC").unwrap_err();
+        assert_eq!(
+            parse_weekday("Caturday"),
+            Err(WindowError::BadDay("Caturday".into()))
+        );
+        assert!(matches!(
+            parse_time_zone("Mars/Olympus"),
+            Err(WindowError::BadTimeZone(_))
+        ));
+        let e = Window::new(
+            vec![Weekday::Monday],
+            Time::midnight(),
+            Duration::from_secs(0),
+            "UTC",
+        )
+        .unwrap_err();
         assert_eq!(e, WindowError::BadLength("0s".into()));
     }
 
     #[test]
     fn always_is_open() {
-        assert_eq!(Schedule::Always.state(ts("2026-01-01T00:00:00Z")), WindowState::Open { closes: None });
+        assert_eq!(
+            Schedule::Always.state(ts("2026-01-01T00:00:00Z")),
+            WindowState::Open { closes: None }
+        );
     }
 }

@@ -28,7 +28,7 @@
 //!    downgrades, windows, canaries and hooks each hold nodes back with their own reason.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -405,32 +405,37 @@ impl NodeView<'_> {
     }
 }
 
+enum Answer {
+    Act(PlannedAction),
+    Wait(Waiting),
+}
+
 struct Pass<'a> {
     snapshot: &'a Snapshot,
     pools: Vec<&'a PoolPolicy>,
     now: Timestamp,
-    actions: Vec<PlannedAction>,
-    waiting: Vec<Waiting>,
+    /// One answer per node, by node index; emitted in name order at the end.
+    answers: Vec<Option<Answer>>,
     wakeups: Vec<Timestamp>,
 }
 
 impl<'a> Pass<'a> {
     fn act(&mut self, v: &NodeView<'_>, action: Action, reason: Reason) {
-        self.actions.push(PlannedAction {
+        self.answers[v.idx] = Some(Answer::Act(PlannedAction {
             node: v.node.name.clone(),
             pool: self.pools[v.pool].name.clone(),
             action,
             reason,
-        });
+        }));
     }
 
     fn wait(&mut self, v: &NodeView<'_>, phase: Phase, reason: Reason) {
-        self.waiting.push(Waiting {
+        self.answers[v.idx] = Some(Answer::Wait(Waiting {
             node: v.node.name.clone(),
             pool: self.pools[v.pool].name.clone(),
             phase,
             reason,
-        });
+        }));
     }
 
     fn hooks_pending(&self, v: &NodeView<'_>, keys: &[String]) -> Vec<String> {
@@ -443,7 +448,13 @@ impl<'a> Pass<'a> {
     fn pod_refs(&self, v: &NodeView<'_>, evict_only: bool) -> Vec<PodRef> {
         self.snapshot
             .pods_on(v.idx)
-            .filter(|(_, p)| if evict_only { p.needs_eviction() } else { p.blocks_drain() })
+            .filter(|(_, p)| {
+                if evict_only {
+                    p.needs_eviction()
+                } else {
+                    p.blocks_drain()
+                }
+            })
             .map(|(i, p)| PodRef {
                 namespace: p.namespace.clone(),
                 name: p.name.clone(),
@@ -467,10 +478,24 @@ impl<'a> Pass<'a> {
             Phase::Draining => {
                 let uncordon = op.cordoned;
                 if let Some(h) = &v.state.person.hold {
-                    return self.act(v, Action::Hold { uncordon }, Reason::new(ReasonCode::HeldByPerson, format!("held by a person during the drain: {h}")));
+                    return self.act(
+                        v,
+                        Action::Hold { uncordon },
+                        Reason::new(
+                            ReasonCode::HeldByPerson,
+                            format!("held by a person during the drain: {h}"),
+                        ),
+                    );
                 }
                 if !agent.has_staged_update() {
-                    return self.act(v, Action::Release { uncordon }, Reason::new(ReasonCode::UpdateWithdrawn, "the node no longer has a staged update; stopping the drain"));
+                    return self.act(
+                        v,
+                        Action::Release { uncordon },
+                        Reason::new(
+                            ReasonCode::UpdateWithdrawn,
+                            "the node no longer has a staged update; stopping the drain",
+                        ),
+                    );
                 }
                 let blocking = self.pod_refs(v, false);
                 let evict = self.pod_refs(v, true);
@@ -487,13 +512,22 @@ impl<'a> Pass<'a> {
                     let timeout = crate::duration::format_duration(pool.drain.timeout);
                     match pool.drain.on_timeout {
                         OnTimeout::Hold => {
-                            return self.act(v, Action::Hold { uncordon }, Reason::new(ReasonCode::DrainTimeout, format!("drain did not finish within {timeout}: {what}")));
+                            return self.act(
+                                v,
+                                Action::Hold { uncordon },
+                                Reason::new(
+                                    ReasonCode::DrainTimeout,
+                                    format!("drain did not finish within {timeout}: {what}"),
+                                ),
+                            );
                         }
                         OnTimeout::Force if !blocking.is_empty() => {
                             return self.act(v, Action::ForceDrain { delete: blocking }, Reason::new(ReasonCode::DrainTimeout, format!("drain did not finish within {timeout}; deleting what remains (onTimeout: force): {what}")));
                         }
                         OnTimeout::Force | OnTimeout::Reboot => {
-                            let Some(target) = &agent.staged_version else { return };
+                            let Some(target) = &agent.staged_version else {
+                                return;
+                            };
                             return self.grant(v, target, ReasonCode::DrainTimeout, format!("drain did not finish within {timeout}; rebooting anyway (onTimeout: {}): {what}", pool.drain.on_timeout.as_str()));
                         }
                     }
@@ -512,16 +546,49 @@ impl<'a> Pass<'a> {
                 }
                 if !evict.is_empty() {
                     let msg = format!("{} pod(s) left to evict: {}", evict.len(), names(&evict));
-                    return self.act(v, Action::Drain { start: false, evict }, Reason::new(ReasonCode::DrainInProgress, msg));
+                    return self.act(
+                        v,
+                        Action::Drain {
+                            start: false,
+                            evict,
+                        },
+                        Reason::new(ReasonCode::DrainInProgress, msg),
+                    );
                 }
                 if !blocking.is_empty() {
-                    return self.wait(v, Phase::Draining, Reason::new(ReasonCode::DrainInProgress, format!("waiting for {} pod(s) to terminate: {}", blocking.len(), names(&blocking))));
+                    return self.wait(
+                        v,
+                        Phase::Draining,
+                        Reason::new(
+                            ReasonCode::DrainInProgress,
+                            format!(
+                                "waiting for {} pod(s) to terminate: {}",
+                                blocking.len(),
+                                names(&blocking)
+                            ),
+                        ),
+                    );
                 }
                 if !hooks.is_empty() {
-                    return self.wait(v, Phase::Draining, Reason::new(ReasonCode::BeforeRebootHook, format!("drained; waiting for annotation(s) {} to read \"true\"", hooks.join(", "))));
+                    return self.wait(
+                        v,
+                        Phase::Draining,
+                        Reason::new(
+                            ReasonCode::BeforeRebootHook,
+                            format!(
+                                "drained; waiting for annotation(s) {} to read \"true\"",
+                                hooks.join(", ")
+                            ),
+                        ),
+                    );
                 }
                 if let Some(target) = &agent.staged_version {
-                    self.grant(v, target, ReasonCode::DrainComplete, "drained; granting the reboot".into());
+                    self.grant(
+                        v,
+                        target,
+                        ReasonCode::DrainComplete,
+                        "drained; granting the reboot".into(),
+                    );
                 }
             }
             Phase::RebootGranted | Phase::Rebooting => {
@@ -532,16 +599,42 @@ impl<'a> Pass<'a> {
                 let target = op.target_version.as_ref();
                 if rebooted {
                     let on_target = agent.booted_version.as_ref() == target;
-                    let slot_changed = agent.booted_slot.is_some() && agent.booted_slot != op.grant_slot;
+                    let slot_changed =
+                        agent.booted_slot.is_some() && agent.booted_slot != op.grant_slot;
                     if !v.node.ready {
                         if self.now >= deadline {
-                            return self.act(v, Action::Fail { uncordon }, Reason::new(ReasonCode::NeverReturned, format!("rebooted but not Ready within {timeout}")));
+                            return self.act(
+                                v,
+                                Action::Fail { uncordon },
+                                Reason::new(
+                                    ReasonCode::NeverReturned,
+                                    format!("rebooted but not Ready within {timeout}"),
+                                ),
+                            );
                         }
                         self.wakeups.push(deadline);
-                        return self.wait(v, v.phase(), Reason::new(ReasonCode::Rebooting, "rebooted; waiting for the node to be Ready"));
+                        return self.wait(
+                            v,
+                            v.phase(),
+                            Reason::new(
+                                ReasonCode::Rebooting,
+                                "rebooted; waiting for the node to be Ready",
+                            ),
+                        );
                     }
                     if on_target && slot_changed {
-                        return self.act(v, Action::Verify, Reason::new(ReasonCode::BootVerified, format!("booted {} from slot {}", fmt_opt(target), fmt_opt(agent.booted_slot.as_ref()))));
+                        return self.act(
+                            v,
+                            Action::Verify,
+                            Reason::new(
+                                ReasonCode::BootVerified,
+                                format!(
+                                    "booted {} from slot {}",
+                                    fmt_opt(target),
+                                    fmt_opt(agent.booted_slot.as_ref())
+                                ),
+                            ),
+                        );
                     }
                     return self.act(v, Action::Fail { uncordon }, Reason::new(ReasonCode::Rollback, format!(
                         "came back on {} (slot {}), expected {} from the other slot than {}",
@@ -553,19 +646,52 @@ impl<'a> Pass<'a> {
                 }
                 if agent.reboot_ack == op.token && op.token.is_some() {
                     if self.now >= deadline {
-                        return self.act(v, Action::Fail { uncordon }, Reason::new(ReasonCode::NeverReturned, format!("acknowledged the reboot but did not come back within {timeout}")));
+                        return self.act(
+                            v,
+                            Action::Fail { uncordon },
+                            Reason::new(
+                                ReasonCode::NeverReturned,
+                                format!(
+                                    "acknowledged the reboot but did not come back within {timeout}"
+                                ),
+                            ),
+                        );
                     }
                     self.wakeups.push(deadline);
                     if v.phase() == Phase::RebootGranted {
-                        return self.act(v, Action::MarkRebooting, Reason::new(ReasonCode::Acknowledged, format!("agent acknowledged token {}", fmt_opt(op.token.as_ref()))));
+                        return self.act(
+                            v,
+                            Action::MarkRebooting,
+                            Reason::new(
+                                ReasonCode::Acknowledged,
+                                format!("agent acknowledged token {}", fmt_opt(op.token.as_ref())),
+                            ),
+                        );
                     }
-                    return self.wait(v, Phase::Rebooting, Reason::new(ReasonCode::Rebooting, format!("rebooting into {}", fmt_opt(target))));
+                    return self.wait(
+                        v,
+                        Phase::Rebooting,
+                        Reason::new(
+                            ReasonCode::Rebooting,
+                            format!("rebooting into {}", fmt_opt(target)),
+                        ),
+                    );
                 }
                 if self.now >= deadline {
                     return self.act(v, Action::Hold { uncordon }, Reason::new(ReasonCode::AgentNoAck, format!("the agent did not acknowledge reboot token {} within {timeout}; is drydock-agent running on the node?", fmt_opt(op.token.as_ref()))));
                 }
                 self.wakeups.push(deadline);
-                self.wait(v, v.phase(), Reason::new(ReasonCode::AwaitingAck, format!("waiting for the agent to acknowledge token {}", fmt_opt(op.token.as_ref()))));
+                self.wait(
+                    v,
+                    v.phase(),
+                    Reason::new(
+                        ReasonCode::AwaitingAck,
+                        format!(
+                            "waiting for the agent to acknowledge token {}",
+                            fmt_opt(op.token.as_ref())
+                        ),
+                    ),
+                );
             }
             Phase::Verifying => {
                 let uncordon = op.cordoned;
@@ -574,24 +700,72 @@ impl<'a> Pass<'a> {
                 let timeout = crate::duration::format_duration(pool.health.ready_timeout);
                 if !v.node.ready {
                     if self.now >= deadline {
-                        return self.act(v, Action::Fail { uncordon }, Reason::new(ReasonCode::NotReadyAfterReboot, format!("NotReady for {timeout} after the reboot was verified")));
+                        return self.act(
+                            v,
+                            Action::Fail { uncordon },
+                            Reason::new(
+                                ReasonCode::NotReadyAfterReboot,
+                                format!("NotReady for {timeout} after the reboot was verified"),
+                            ),
+                        );
                     }
                     self.wakeups.push(deadline);
-                    return self.wait(v, Phase::Verifying, Reason::new(ReasonCode::Baking, "NotReady while baking"));
+                    return self.wait(
+                        v,
+                        Phase::Verifying,
+                        Reason::new(ReasonCode::Baking, "NotReady while baking"),
+                    );
                 }
                 if self.now < bake_end {
                     self.wakeups.push(bake_end);
-                    return self.wait(v, Phase::Verifying, Reason::new(ReasonCode::Baking, format!("baking until {}", hhmm(bake_end))));
+                    return self.wait(
+                        v,
+                        Phase::Verifying,
+                        Reason::new(
+                            ReasonCode::Baking,
+                            format!("baking until {}", hhmm(bake_end)),
+                        ),
+                    );
                 }
                 let hooks = self.hooks_pending(v, &pool.hooks.after_reboot);
                 if !hooks.is_empty() {
                     if self.now >= deadline {
-                        return self.act(v, Action::Hold { uncordon }, Reason::new(ReasonCode::AfterRebootHookTimeout, format!("after-reboot hook(s) not true within {timeout}: {}", hooks.join(", "))));
+                        return self.act(
+                            v,
+                            Action::Hold { uncordon },
+                            Reason::new(
+                                ReasonCode::AfterRebootHookTimeout,
+                                format!(
+                                    "after-reboot hook(s) not true within {timeout}: {}",
+                                    hooks.join(", ")
+                                ),
+                            ),
+                        );
                     }
                     self.wakeups.push(deadline);
-                    return self.wait(v, Phase::Verifying, Reason::new(ReasonCode::AfterRebootHook, format!("waiting for annotation(s) {} to read \"true\"", hooks.join(", "))));
+                    return self.wait(
+                        v,
+                        Phase::Verifying,
+                        Reason::new(
+                            ReasonCode::AfterRebootHook,
+                            format!(
+                                "waiting for annotation(s) {} to read \"true\"",
+                                hooks.join(", ")
+                            ),
+                        ),
+                    );
                 }
-                self.act(v, Action::Complete { uncordon }, Reason::new(ReasonCode::Baked, format!("verified on {} and baked", fmt_opt(agent.booted_version.as_ref()))));
+                self.act(
+                    v,
+                    Action::Complete { uncordon },
+                    Reason::new(
+                        ReasonCode::Baked,
+                        format!(
+                            "verified on {} and baked",
+                            fmt_opt(agent.booted_version.as_ref())
+                        ),
+                    ),
+                );
             }
             _ => {}
         }
@@ -604,7 +778,14 @@ impl<'a> Pass<'a> {
             return self.wait(v, Phase::Draining, Reason::new(ReasonCode::AgentMissing, "drained, but the agent has not reported its boot id and slot; a reboot could not be verified"));
         }
         let token = op.token.max(agent.reboot_ack).unwrap_or(0) + 1;
-        self.act(v, Action::GrantReboot { token, target: target.to_string() }, Reason::new(code, message));
+        self.act(
+            v,
+            Action::GrantReboot {
+                token,
+                target: target.to_string(),
+            },
+            Reason::new(code, message),
+        );
     }
 
     fn pdb_names(&self, pod: usize) -> String {
@@ -618,7 +799,11 @@ impl<'a> Pass<'a> {
 }
 
 fn names(pods: &[PodRef]) -> String {
-    let mut s: Vec<String> = pods.iter().take(3).map(|p| format!("{}/{}", p.namespace, p.name)).collect();
+    let mut s: Vec<String> = pods
+        .iter()
+        .take(3)
+        .map(|p| format!("{}/{}", p.namespace, p.name))
+        .collect();
     if pods.len() > 3 {
         s.push(format!("and {} more", pods.len() - 3));
     }
@@ -644,7 +829,6 @@ struct PoolTally {
 /// Plans the next step for every node. See the module documentation for the rules.
 pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
     let pools: Vec<&PoolPolicy> = policy.all_pools().collect();
-    let pool_index: HashMap<&str, usize> = pools.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
 
     let views: Vec<NodeView<'_>> = snapshot
         .nodes()
@@ -652,8 +836,18 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
         .enumerate()
         .map(|(idx, node)| {
             let (state, errors) = parse_node_state(&node.labels, &node.annotations);
-            let pool = pool_index[policy.pool_for(&node.labels).name.as_str()];
-            NodeView { idx, node, pool, state, errors }
+            let chosen = policy.pool_for(&node.labels);
+            let pool = pools
+                .iter()
+                .position(|p| std::ptr::eq(*p, chosen))
+                .unwrap_or(pools.len() - 1);
+            NodeView {
+                idx,
+                node,
+                pool,
+                state,
+                errors,
+            }
         })
         .collect();
 
@@ -670,15 +864,15 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
         if v.state.agent.has_staged_update() && !v.phase().is_disrupting() {
             t.pending += 1;
         }
-        if let Some(s) = &v.state.agent.staged_version {
-            if v.state.agent.has_staged_update() {
-                let newer = match &t.target {
-                    None => true,
-                    Some(cur) => s.compare(cur) == Ok(Ordering::Greater),
-                };
-                if newer {
-                    t.target = Some(s.clone());
-                }
+        if let Some(s) = &v.state.agent.staged_version
+            && v.state.agent.has_staged_update()
+        {
+            let newer = match &t.target {
+                None => true,
+                Some(cur) => s.compare(cur) == Ok(Ordering::Greater),
+            };
+            if newer {
+                t.target = Some(s.clone());
             }
         }
     }
@@ -709,8 +903,7 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
         snapshot,
         pools: pools.clone(),
         now,
-        actions: Vec::new(),
-        waiting: Vec::new(),
+        answers: (0..snapshot.nodes().len()).map(|_| None).collect(),
         wakeups: Vec::new(),
     };
 
@@ -725,11 +918,27 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
     for v in &views {
         let op = &v.state.operator;
         if !v.errors.is_empty() {
-            let msg = v.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-            if v.phase() == Phase::Held && op.reason_code.as_deref() == Some(ReasonCode::ProtocolError.as_str()) {
+            let msg = v
+                .errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            if v.phase() == Phase::Held
+                && op.reason_code.as_deref() == Some(ReasonCode::ProtocolError.as_str())
+            {
                 pass.wait(v, Phase::Held, Reason::new(ReasonCode::ProtocolError, msg));
             } else {
-                pass.act(v, Action::Hold { uncordon: v.ours_cordoned() }, Reason::new(ReasonCode::ProtocolError, format!("unreadable drydock state, needs a person: {msg}")));
+                pass.act(
+                    v,
+                    Action::Hold {
+                        uncordon: v.ours_cordoned(),
+                    },
+                    Reason::new(
+                        ReasonCode::ProtocolError,
+                        format!("unreadable drydock state, needs a person: {msg}"),
+                    ),
+                );
             }
             continue;
         }
@@ -741,10 +950,26 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
                     && op.reason_code.as_deref() == Some(ReasonCode::HeldByPerson.as_str())
                     && v.state.person.hold.is_none();
                 if released || person_hold_lifted {
-                    pass.act(v, Action::Release { uncordon: v.ours_cordoned() }, Reason::new(ReasonCode::Released, format!("released from {} by a person", v.phase())));
+                    pass.act(
+                        v,
+                        Action::Release {
+                            uncordon: v.ours_cordoned(),
+                        },
+                        Reason::new(
+                            ReasonCode::Released,
+                            format!("released from {} by a person", v.phase()),
+                        ),
+                    );
                 } else {
-                    let code = if v.phase() == Phase::Held { ReasonCode::Held } else { ReasonCode::Failed };
-                    let why = op.reason.clone().unwrap_or_else(|| "no reason recorded".into());
+                    let code = if v.phase() == Phase::Held {
+                        ReasonCode::Held
+                    } else {
+                        ReasonCode::Failed
+                    };
+                    let why = op
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "no reason recorded".into());
                     pass.wait(v, v.phase(), Reason::new(code, why));
                 }
             }
@@ -752,61 +977,133 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
                 if v.ours_cordoned() {
                     pass.act(v, Action::Release { uncordon: true }, Reason::new(ReasonCode::StaleCordon, format!("drydock cordoned this node but is not working on it ({}); uncordoning", v.phase())));
                 } else if let Some(h) = &v.state.person.hold {
-                    pass.act(v, Action::Hold { uncordon: false }, Reason::new(ReasonCode::HeldByPerson, format!("held by a person: {h}")));
+                    pass.act(
+                        v,
+                        Action::Hold { uncordon: false },
+                        Reason::new(ReasonCode::HeldByPerson, format!("held by a person: {h}")),
+                    );
                 } else if !v.state.agent.has_staged_update() {
                     if v.state.agent.booted_version.is_none() {
-                        pass.wait(v, Phase::Idle, Reason::new(ReasonCode::AgentMissing, "no drydock agent status on this node"));
+                        pass.wait(
+                            v,
+                            Phase::Idle,
+                            Reason::new(
+                                ReasonCode::AgentMissing,
+                                "no drydock agent status on this node",
+                            ),
+                        );
                     } else if v.phase() == Phase::Done {
-                        pass.wait(v, Phase::Done, Reason::new(ReasonCode::Done, format!("updated to {}", fmt_opt(v.state.agent.booted_version.as_ref()))));
+                        pass.wait(
+                            v,
+                            Phase::Done,
+                            Reason::new(
+                                ReasonCode::Done,
+                                format!(
+                                    "updated to {}",
+                                    fmt_opt(v.state.agent.booted_version.as_ref())
+                                ),
+                            ),
+                        );
                     } else {
-                        pass.wait(v, Phase::Idle, Reason::new(ReasonCode::UpToDate, format!("running {}, no update staged", fmt_opt(v.state.agent.booted_version.as_ref()))));
+                        pass.wait(
+                            v,
+                            Phase::Idle,
+                            Reason::new(
+                                ReasonCode::UpToDate,
+                                format!(
+                                    "running {}, no update staged",
+                                    fmt_opt(v.state.agent.booted_version.as_ref())
+                                ),
+                            ),
+                        );
                     }
                 } else {
-                    let target = v.state.agent.staged_version.as_ref().map(ToString::to_string).unwrap_or_default();
+                    let target = v
+                        .state
+                        .agent
+                        .staged_version
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
                     candidates.push((fnv1a(&[&v.node.uid, &target]), v));
                 }
             }
         }
     }
 
-    candidates.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.node.name.cmp(&b.1.node.name)));
+    candidates.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| a.1.node.name.cmp(&b.1.node.name))
+    });
     for (_, v) in candidates {
         let pi = v.pool;
         let pool = pools[pi];
         let agent = &v.state.agent;
-        let Some(staged) = agent.staged_version.as_ref() else { continue };
+        let Some(staged) = agent.staged_version.as_ref() else {
+            continue;
+        };
         let queued = |code, msg: String| Reason::new(code, msg);
         // Gates, first failing one wins.
         let gate: Option<Reason> = (|| {
-            if agent.booted_version.is_none() || agent.boot_id.is_none() || agent.booted_slot.is_none() {
-                return Some(queued(ReasonCode::AgentMissing, "the agent has not reported the booted version, slot and boot id".into()));
+            if agent.booted_version.is_none()
+                || agent.boot_id.is_none()
+                || agent.booted_slot.is_none()
+            {
+                return Some(queued(
+                    ReasonCode::AgentMissing,
+                    "the agent has not reported the booted version, slot and boot id".into(),
+                ));
             }
             if policy.paused {
-                return Some(queued(ReasonCode::GloballyPaused, "drydock is paused (paused: true)".into()));
+                return Some(queued(
+                    ReasonCode::GloballyPaused,
+                    "drydock is paused (paused: true)".into(),
+                ));
             }
             if pool.paused {
-                return Some(queued(ReasonCode::PoolPaused, format!("pool {} is paused", pool.name)));
+                return Some(queued(
+                    ReasonCode::PoolPaused,
+                    format!("pool {} is paused", pool.name),
+                ));
             }
             let failed = &tally[pi].failed;
             if !failed.is_empty() && failed.len() >= pool.health.halt_after_failures as usize {
-                return Some(queued(ReasonCode::PoolHalted, format!(
-                    "pool {} halted after {} failed node(s): {}; release them to resume",
-                    pool.name,
-                    failed.len(),
-                    failed.join(", ")
-                )));
+                return Some(queued(
+                    ReasonCode::PoolHalted,
+                    format!(
+                        "pool {} halted after {} failed node(s): {}; release them to resume",
+                        pool.name,
+                        failed.len(),
+                        failed.join(", ")
+                    ),
+                ));
             }
             if let Some(pin) = &pool.version {
                 match pin.allows(staged) {
                     Ok(true) => {}
-                    Ok(false) => return Some(queued(ReasonCode::VersionPinned, format!("staged {staged} is outside pool {}'s pin {pin}", pool.name))),
-                    Err(e) => return Some(queued(ReasonCode::VersionIncomparable, format!("staged {staged} cannot be checked against pin {pin}: {e}"))),
+                    Ok(false) => {
+                        return Some(queued(
+                            ReasonCode::VersionPinned,
+                            format!("staged {staged} is outside pool {}'s pin {pin}", pool.name),
+                        ));
+                    }
+                    Err(e) => {
+                        return Some(queued(
+                            ReasonCode::VersionIncomparable,
+                            format!("staged {staged} cannot be checked against pin {pin}: {e}"),
+                        ));
+                    }
                 }
             }
             if let Some(booted) = &agent.booted_version {
                 match staged.compare(booted) {
                     Ok(Ordering::Less) if !policy.allow_downgrade => {
-                        return Some(queued(ReasonCode::Downgrade, format!("staged {staged} is older than the running {booted}; set allowDowngrade: true to allow it")));
+                        return Some(queued(
+                            ReasonCode::Downgrade,
+                            format!(
+                                "staged {staged} is older than the running {booted}; set allowDowngrade: true to allow it"
+                            ),
+                        ));
                     }
                     Err(e) => return Some(queued(ReasonCode::VersionIncomparable, e.to_string())),
                     _ => {}
@@ -816,31 +1113,47 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
                 return Some(queued(ReasonCode::NodeNotReady, "node is NotReady".into()));
             }
             if v.node.unschedulable {
-                return Some(queued(ReasonCode::CordonedByOther, "cordoned by someone else; drydock leaves it alone until it is uncordoned".into()));
+                return Some(queued(
+                    ReasonCode::CordonedByOther,
+                    "cordoned by someone else; drydock leaves it alone until it is uncordoned"
+                        .into(),
+                ));
             }
             if let WindowState::Closed { opens, description } = &window_states[pi] {
                 if let Some(t) = opens {
                     pass.wakeups.push(*t);
                 }
-                return Some(queued(ReasonCode::OutsideWindow, format!("window opens {description}")));
+                return Some(queued(
+                    ReasonCode::OutsideWindow,
+                    format!("window opens {description}"),
+                ));
             }
             let t = &tally[pi];
-            if pool.canary > 0 && t.at_target < pool.canary as usize && t.target.as_ref() == Some(staged) {
+            if pool.canary > 0
+                && t.at_target < pool.canary as usize
+                && t.target.as_ref() == Some(staged)
+            {
                 let busy = t.in_flight + t.starting;
                 if t.at_target + busy >= pool.canary as usize {
-                    return Some(queued(ReasonCode::CanaryFirst, format!(
-                        "pool {}: waiting for {} canary node(s) to update and bake first ({} done)",
-                        pool.name, pool.canary, t.at_target
-                    )));
+                    return Some(queued(
+                        ReasonCode::CanaryFirst,
+                        format!(
+                            "pool {}: waiting for {} canary node(s) to update and bake first ({} done)",
+                            pool.name, pool.canary, t.at_target
+                        ),
+                    ));
                 }
             }
             if t.unavailable + t.starting >= limits[pi] {
-                return Some(queued(ReasonCode::PoolAtCapacity, format!(
-                    "pool {}: {} of {} unavailable",
-                    pool.name,
-                    t.unavailable + t.starting,
-                    limits[pi]
-                )));
+                return Some(queued(
+                    ReasonCode::PoolAtCapacity,
+                    format!(
+                        "pool {}: {} of {} unavailable",
+                        pool.name,
+                        t.unavailable + t.starting,
+                        limits[pi]
+                    ),
+                ));
             }
             None
         })();
@@ -852,43 +1165,45 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
         // Pods: what the drain needs, and whether policy allows it.
         let mut need: BTreeMap<u32, u32> = BTreeMap::new();
         let mut problem: Option<Reason> = None;
-        let mut evict = Vec::new();
         for (i, p) in snapshot.pods_on(v.idx) {
             if !p.needs_eviction() {
                 continue;
             }
             let covers = snapshot.pdbs_of(i);
             if covers.len() > 1 {
-                problem = Some(Reason::new(ReasonCode::MultiplePdbs, format!(
-                    "pod {} is covered by {}; the Eviction API refuses such pods",
-                    p.key(),
-                    pass.pdb_names(i)
-                )));
+                problem = Some(Reason::new(
+                    ReasonCode::MultiplePdbs,
+                    format!(
+                        "pod {} is covered by {}; the Eviction API refuses such pods",
+                        p.key(),
+                        pass.pdb_names(i)
+                    ),
+                ));
                 break;
             }
             if p.owner == PodOwner::Unmanaged && !pool.drain.delete_unmanaged_pods {
-                problem = Some(Reason::new(ReasonCode::UnmanagedPod, format!(
-                    "pod {} has no controller and would be lost; set drain.deleteUnmanagedPods: true to allow",
-                    p.key()
-                )));
+                problem = Some(Reason::new(
+                    ReasonCode::UnmanagedPod,
+                    format!(
+                        "pod {} has no controller and would be lost; set drain.deleteUnmanagedPods: true to allow",
+                        p.key()
+                    ),
+                ));
                 break;
             }
             if p.has_empty_dir && !pool.drain.delete_empty_dir_data {
-                problem = Some(Reason::new(ReasonCode::EmptyDirData, format!(
-                    "pod {} has emptyDir data that eviction would delete; set drain.deleteEmptyDirData: true to allow",
-                    p.key()
-                )));
+                problem = Some(Reason::new(
+                    ReasonCode::EmptyDirData,
+                    format!(
+                        "pod {} has emptyDir data that eviction would delete; set drain.deleteEmptyDirData: true to allow",
+                        p.key()
+                    ),
+                ));
                 break;
             }
             if let Some(&b) = covers.first() {
                 *need.entry(b).or_default() += 1;
             }
-            evict.push(PodRef {
-                namespace: p.namespace.clone(),
-                name: p.name.clone(),
-                uid: p.uid.clone(),
-                pdb: covers.first().map(|&b| snapshot.pdbs()[b as usize].key()),
-            });
         }
         if let Some(reason) = problem {
             pass.wait(v, Phase::Queued, reason);
@@ -900,19 +1215,29 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
             let allowed = pdb.allowed();
             let left = budget[b as usize];
             if allowed == 0 {
-                let why = if pdb.status_current { "" } else { " (its status is not current yet)" };
-                blocked = Some(Reason::new(ReasonCode::PdbBlocked, format!("PDB {} allows 0 disruptions{why}", pdb.key())));
+                let why = if pdb.status_current {
+                    ""
+                } else {
+                    " (its status is not current yet)"
+                };
+                blocked = Some(Reason::new(
+                    ReasonCode::PdbBlocked,
+                    format!("PDB {} allows 0 disruptions{why}", pdb.key()),
+                ));
                 break;
             }
             let alone = left == untouched_budget[b as usize] && left == allowed;
             if n > left && !alone {
-                blocked = Some(Reason::new(ReasonCode::PdbBlocked, format!(
-                    "PDB {} allows {} disruption(s), {} in use by other drains; this node needs {}",
-                    pdb.key(),
-                    allowed,
-                    allowed - left,
-                    n
-                )));
+                blocked = Some(Reason::new(
+                    ReasonCode::PdbBlocked,
+                    format!(
+                        "PDB {} allows {} disruption(s), {} in use by other drains; this node needs {}",
+                        pdb.key(),
+                        allowed,
+                        allowed - left,
+                        n
+                    ),
+                ));
                 break;
             }
         }
@@ -936,13 +1261,23 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
             tally[pi].unavailable + tally[pi].starting,
             limits[pi]
         );
-        pass.act(v, Action::Drain { start: true, evict }, Reason::new(ReasonCode::Scheduled, msg));
+        let evict = pass.pod_refs(v, true);
+        pass.act(
+            v,
+            Action::Drain { start: true, evict },
+            Reason::new(ReasonCode::Scheduled, msg),
+        );
     }
 
-    let mut actions = pass.actions;
-    let mut waiting = pass.waiting;
-    actions.sort_by(|a, b| a.node.cmp(&b.node));
-    waiting.sort_by(|a, b| a.node.cmp(&b.node));
+    let mut actions = Vec::new();
+    let mut waiting = Vec::new();
+    for i in snapshot.nodes_by_name() {
+        match pass.answers[i].take() {
+            Some(Answer::Act(a)) => actions.push(a),
+            Some(Answer::Wait(w)) => waiting.push(w),
+            None => {}
+        }
+    }
     let next_wakeup = pass.wakeups.into_iter().filter(|t| *t > now).min();
     let pools_out = pools
         .iter()
@@ -960,7 +1295,8 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
                 failed: t.failed.len(),
                 starting: t.starting,
                 paused: p.paused || policy.paused,
-                halted: !t.failed.is_empty() && t.failed.len() >= p.health.halt_after_failures as usize,
+                halted: !t.failed.is_empty()
+                    && t.failed.len() >= p.health.halt_after_failures as usize,
                 window: match &window_states[i] {
                     WindowState::Open { closes: None } => "always open".into(),
                     WindowState::Open { closes: Some(c) } => format!("open until {}", hhmm(*c)),

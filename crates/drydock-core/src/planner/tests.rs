@@ -18,7 +18,9 @@ fn now() -> Timestamp {
 }
 
 fn minutes(m: i64) -> Timestamp {
-    now().checked_add(jiff::SignedDuration::from_mins(m)).unwrap()
+    now()
+        .checked_add(jiff::SignedDuration::from_mins(m))
+        .unwrap()
 }
 
 /// A Ready Flatcar node on 4081.2.0 (slot a) with 4230.0.0 staged.
@@ -122,7 +124,13 @@ fn policy(yaml: &str) -> Policy {
     Policy::from_yaml(yaml).unwrap()
 }
 
-fn run(nodes: Vec<NodeSnapshot>, pods: Vec<PodSnapshot>, pdbs: Vec<PdbSnapshot>, p: &Policy, at: Timestamp) -> Plan {
+fn run(
+    nodes: Vec<NodeSnapshot>,
+    pods: Vec<PodSnapshot>,
+    pdbs: Vec<PdbSnapshot>,
+    p: &Policy,
+    at: Timestamp,
+) -> Plan {
     plan(&Snapshot::new(nodes, pods, pdbs), p, at)
 }
 
@@ -135,11 +143,17 @@ fn started(plan: &Plan) -> Vec<&str> {
 }
 
 fn wait_code(plan: &Plan, node: &str) -> ReasonCode {
-    plan.waiting_for(node).unwrap_or_else(|| panic!("{node} does not wait: {plan:#?}")).reason.code
+    plan.waiting_for(node)
+        .unwrap_or_else(|| panic!("{node} does not wait: {plan:#?}"))
+        .reason
+        .code
 }
 
 fn action(plan: &Plan, node: &str) -> Action {
-    plan.action_for(node).unwrap_or_else(|| panic!("no action for {node}: {plan:#?}")).action.clone()
+    plan.action_for(node)
+        .unwrap_or_else(|| panic!("no action for {node}: {plan:#?}"))
+        .action
+        .clone()
 }
 
 #[test]
@@ -147,9 +161,16 @@ fn a_uniform_pool_starts_exactly_max_unavailable_nodes() {
     let nodes = (0..5).map(|i| node(&format!("n{i}"))).collect();
     let plan = run(nodes, vec![], vec![], &policy("maxUnavailable: 2"), now());
     assert_eq!(started(&plan).len(), 2);
-    let waiting: Vec<_> = plan.waiting.iter().filter(|w| w.reason.code == ReasonCode::PoolAtCapacity).collect();
+    let waiting: Vec<_> = plan
+        .waiting
+        .iter()
+        .filter(|w| w.reason.code == ReasonCode::PoolAtCapacity)
+        .collect();
     assert_eq!(waiting.len(), 3);
-    assert_eq!(waiting[0].reason.message, "pool default: 2 of 2 unavailable");
+    assert_eq!(
+        waiting[0].reason.message,
+        "pool default: 2 of 2 unavailable"
+    );
     assert_eq!(waiting[0].phase, Phase::Queued);
     assert_eq!(plan.pools[0].starting, 2);
 }
@@ -158,10 +179,19 @@ fn a_uniform_pool_starts_exactly_max_unavailable_nodes() {
 fn a_not_ready_node_uses_up_the_pools_capacity() {
     let mut sick = up_to_date("sick");
     sick.ready = false;
-    let plan = run(vec![node("a"), node("b"), sick], vec![], vec![], &policy("maxUnavailable: 1"), now());
+    let plan = run(
+        vec![node("a"), node("b"), sick],
+        vec![],
+        vec![],
+        &policy("maxUnavailable: 1"),
+        now(),
+    );
     assert!(started(&plan).is_empty());
     assert_eq!(wait_code(&plan, "a"), ReasonCode::PoolAtCapacity);
-    assert_eq!(plan.waiting_for("a").unwrap().reason.message, "pool default: 1 of 1 unavailable");
+    assert_eq!(
+        plan.waiting_for("a").unwrap().reason.message,
+        "pool default: 1 of 1 unavailable"
+    );
 }
 
 #[test]
@@ -183,7 +213,10 @@ fn a_pdb_that_allows_nothing_is_named() {
 fn two_nodes_sharing_a_budget_of_one_drain_one_at_a_time() {
     let plan = run(
         vec![node("a"), node("b")],
-        vec![pod("shop", "web-1", "a", "web"), pod("shop", "web-2", "b", "web")],
+        vec![
+            pod("shop", "web-1", "a", "web"),
+            pod("shop", "web-2", "b", "web"),
+        ],
         vec![pdb("shop", "web", 1)],
         &policy("maxUnavailable: 2"),
         now(),
@@ -199,21 +232,41 @@ fn two_nodes_sharing_a_budget_of_one_drain_one_at_a_time() {
 #[test]
 fn budgets_pack_nodes_in_parallel_when_they_allow() {
     let nodes = (0..4).map(|i| node(&format!("n{i}"))).collect();
-    let pods = (0..4).map(|i| pod("shop", &format!("web-{i}"), &format!("n{i}"), "web")).collect();
-    let plan = run(nodes, pods, vec![pdb("shop", "web", 3)], &policy("maxUnavailable: 4"), now());
+    let pods = (0..4)
+        .map(|i| pod("shop", &format!("web-{i}"), &format!("n{i}"), "web"))
+        .collect();
+    let plan = run(
+        nodes,
+        pods,
+        vec![pdb("shop", "web", 3)],
+        &policy("maxUnavailable: 4"),
+        now(),
+    );
     assert_eq!(started(&plan).len(), 3);
 }
 
 #[test]
 fn a_node_needing_more_than_a_budget_ever_allows_drains_alone() {
-    let pods = vec![pod("shop", "web-1", "a", "web"), pod("shop", "web-2", "a", "web")];
-    let plan = run(vec![node("a")], pods, vec![pdb("shop", "web", 1)], &policy(""), now());
+    let pods = vec![
+        pod("shop", "web-1", "a", "web"),
+        pod("shop", "web-2", "a", "web"),
+    ];
+    let plan = run(
+        vec![node("a")],
+        pods,
+        vec![pdb("shop", "web", 1)],
+        &policy(""),
+        now(),
+    );
     assert_eq!(started(&plan), vec!["a"]);
 }
 
 #[test]
 fn evictions_pending_on_draining_nodes_use_the_budget() {
-    let pods = vec![pod("shop", "web-1", "a", "web"), pod("shop", "web-2", "b", "web")];
+    let pods = vec![
+        pod("shop", "web-1", "a", "web"),
+        pod("shop", "web-2", "b", "web"),
+    ];
     let plan = run(
         vec![draining("a", minutes(-1)), node("b")],
         pods,
@@ -221,7 +274,10 @@ fn evictions_pending_on_draining_nodes_use_the_budget() {
         &policy("maxUnavailable: 2"),
         now(),
     );
-    assert!(matches!(action(&plan, "a"), Action::Drain { start: false, .. }));
+    assert!(matches!(
+        action(&plan, "a"),
+        Action::Drain { start: false, .. }
+    ));
     assert_eq!(wait_code(&plan, "b"), ReasonCode::PdbBlocked);
 }
 
@@ -233,9 +289,18 @@ fn outside_the_window_nothing_starts_and_the_plan_wakes_at_the_opening() {
     let w = plan.waiting_for("a").unwrap();
     assert_eq!(w.reason.code, ReasonCode::OutsideWindow);
     assert_eq!(w.reason.message, "window opens Sat 01:00 Europe/Berlin");
-    assert_eq!(plan.next_wakeup, Some("2026-11-28T00:00:00Z".parse().unwrap()));
+    assert_eq!(
+        plan.next_wakeup,
+        Some("2026-11-28T00:00:00Z".parse().unwrap())
+    );
     // Inside the window it starts.
-    let plan = run(vec![node("a")], vec![], vec![], &p, "2026-11-28T01:00:00Z".parse().unwrap());
+    let plan = run(
+        vec![node("a")],
+        vec![],
+        vec![],
+        &p,
+        "2026-11-28T01:00:00Z".parse().unwrap(),
+    );
     assert_eq!(started(&plan), vec!["a"]);
 }
 
@@ -243,7 +308,10 @@ fn outside_the_window_nothing_starts_and_the_plan_wakes_at_the_opening() {
 fn a_drain_in_flight_continues_after_its_window_closes() {
     let p = policy("windows: [{days: [Sat], start: '01:00', length: 4h}]");
     let plan = run(vec![draining("a", minutes(-1))], vec![], vec![], &p, now());
-    assert!(matches!(action(&plan, "a"), Action::GrantReboot { token: 1, .. }));
+    assert!(matches!(
+        action(&plan, "a"),
+        Action::GrantReboot { token: 1, .. }
+    ));
 }
 
 #[test]
@@ -256,7 +324,13 @@ fn a_drained_node_waits_for_its_before_reboot_hooks_then_gets_a_fresh_token() {
     assert_eq!(wait_code(&plan, "a"), ReasonCode::BeforeRebootHook);
     set(&mut n, "example.com/backup-done", "true");
     let plan = run(vec![n], vec![], vec![], &p, now());
-    assert_eq!(action(&plan, "a"), Action::GrantReboot { token: 5, target: "4230.0.0".into() });
+    assert_eq!(
+        action(&plan, "a"),
+        Action::GrantReboot {
+            token: 5,
+            target: "4230.0.0".into()
+        }
+    );
 }
 
 #[test]
@@ -267,7 +341,13 @@ fn daemonset_mirror_and_finished_pods_do_not_block_a_drain() {
     mirror.owner = PodOwner::Mirror;
     let mut done = pod("jobs", "j", "a", "j");
     done.phase = PodPhase::Succeeded;
-    let plan = run(vec![draining("a", minutes(-1))], vec![ds, mirror, done], vec![], &policy(""), now());
+    let plan = run(
+        vec![draining("a", minutes(-1))],
+        vec![ds, mirror, done],
+        vec![],
+        &policy(""),
+        now(),
+    );
     assert!(matches!(action(&plan, "a"), Action::GrantReboot { .. }));
 }
 
@@ -275,7 +355,13 @@ fn daemonset_mirror_and_finished_pods_do_not_block_a_drain() {
 fn terminating_pods_are_waited_for_not_evicted_again() {
     let mut p = pod("shop", "web-1", "a", "web");
     p.terminating = true;
-    let plan = run(vec![draining("a", minutes(-1))], vec![p], vec![], &policy(""), now());
+    let plan = run(
+        vec![draining("a", minutes(-1))],
+        vec![p],
+        vec![],
+        &policy(""),
+        now(),
+    );
     assert_eq!(wait_code(&plan, "a"), ReasonCode::DrainInProgress);
 }
 
@@ -286,14 +372,38 @@ fn drain_timeouts_follow_the_policy() {
     let plan = run(vec![n()], pods(), vec![], &policy(""), now());
     assert_eq!(action(&plan, "a"), Action::Hold { uncordon: true });
     assert_eq!(plan.actions[0].reason.code, ReasonCode::DrainTimeout);
-    assert_eq!(plan.actions[0].reason.message, "drain did not finish within 15m: 1 pod(s) remain (shop/web-1)");
-    let plan = run(vec![n()], pods(), vec![], &policy("drain: {onTimeout: force}"), now());
+    assert_eq!(
+        plan.actions[0].reason.message,
+        "drain did not finish within 15m: 1 pod(s) remain (shop/web-1)"
+    );
+    let plan = run(
+        vec![n()],
+        pods(),
+        vec![],
+        &policy("drain: {onTimeout: force}"),
+        now(),
+    );
     assert!(matches!(action(&plan, "a"), Action::ForceDrain { ref delete } if delete.len() == 1));
-    let plan = run(vec![n()], pods(), vec![], &policy("drain: {onTimeout: reboot}"), now());
+    let plan = run(
+        vec![n()],
+        pods(),
+        vec![],
+        &policy("drain: {onTimeout: reboot}"),
+        now(),
+    );
     assert!(matches!(action(&plan, "a"), Action::GrantReboot { .. }));
     // Before the timeout, the drain goes on and the plan wakes at the deadline.
-    let plan = run(vec![draining("a", minutes(-5))], pods(), vec![], &policy(""), now());
-    assert!(matches!(action(&plan, "a"), Action::Drain { start: false, .. }));
+    let plan = run(
+        vec![draining("a", minutes(-5))],
+        pods(),
+        vec![],
+        &policy(""),
+        now(),
+    );
+    assert!(matches!(
+        action(&plan, "a"),
+        Action::Drain { start: false, .. }
+    ));
     assert_eq!(plan.next_wakeup, Some(minutes(10)));
 }
 
@@ -394,7 +504,10 @@ fn person_holds_and_their_release() {
     set(&mut n, keys::HOLD, "investigating disk errors");
     let plan = run(vec![n.clone()], vec![], vec![], &p, now());
     assert_eq!(action(&plan, "a"), Action::Hold { uncordon: false });
-    assert_eq!(plan.actions[0].reason.message, "held by a person: investigating disk errors");
+    assert_eq!(
+        plan.actions[0].reason.message,
+        "held by a person: investigating disk errors"
+    );
 
     phase(&mut n, Phase::Held, minutes(-1));
     set(&mut n, keys::REASON_CODE, "HeldByPerson");
@@ -412,7 +525,12 @@ fn garbage_state_holds_the_node_for_a_person_and_never_panics() {
     let plan = run(vec![n.clone()], vec![], vec![], &policy(""), now());
     assert_eq!(action(&plan, "a"), Action::Hold { uncordon: true });
     assert_eq!(plan.actions[0].reason.code, ReasonCode::ProtocolError);
-    assert!(plan.actions[0].reason.message.contains("drydock.dev/reboot-token: \"-1\" is not a token"));
+    assert!(
+        plan.actions[0]
+            .reason
+            .message
+            .contains("drydock.dev/reboot-token: \"-1\" is not a token")
+    );
     // Once Held for it, the node waits instead of being held again and again.
     phase(&mut n, Phase::Held, now());
     set(&mut n, keys::REASON_CODE, "ProtocolError");
@@ -427,11 +545,20 @@ fn canaries_go_first_and_bake_before_the_rest() {
     let plan = run(nodes.clone(), vec![], vec![], &p, now());
     assert_eq!(started(&plan).len(), 1);
     let canary = started(&plan)[0].to_string();
-    assert!(plan.waiting.iter().filter(|w| w.reason.code == ReasonCode::CanaryFirst).count() == 3);
+    assert!(
+        plan.waiting
+            .iter()
+            .filter(|w| w.reason.code == ReasonCode::CanaryFirst)
+            .count()
+            == 3
+    );
     // Same canary every time: the order is stable.
     let mut reversed = nodes.clone();
     reversed.reverse();
-    assert_eq!(started(&run(reversed, vec![], vec![], &p, now())), vec![canary.as_str()]);
+    assert_eq!(
+        started(&run(reversed, vec![], vec![], &p, now())),
+        vec![canary.as_str()]
+    );
     // Once the canary is Done on the target, the rest go, up to the limit.
     let mut rest: Vec<_> = nodes.into_iter().filter(|n| n.name != canary).collect();
     let mut done = up_to_date(&canary);
@@ -443,20 +570,44 @@ fn canaries_go_first_and_bake_before_the_rest() {
 
 #[test]
 fn pins_pauses_and_downgrades_hold_nodes_back() {
-    let plan = run(vec![node("a")], vec![], vec![], &policy("version: '<=4200'"), now());
-    assert_eq!(plan.waiting_for("a").unwrap().reason.message, "staged 4230.0.0 is outside pool default's pin <=4200");
-    let plan = run(vec![node("a")], vec![], vec![], &policy("paused: true"), now());
+    let plan = run(
+        vec![node("a")],
+        vec![],
+        vec![],
+        &policy("version: '<=4200'"),
+        now(),
+    );
+    assert_eq!(
+        plan.waiting_for("a").unwrap().reason.message,
+        "staged 4230.0.0 is outside pool default's pin <=4200"
+    );
+    let plan = run(
+        vec![node("a")],
+        vec![],
+        vec![],
+        &policy("paused: true"),
+        now(),
+    );
     assert_eq!(wait_code(&plan, "a"), ReasonCode::GloballyPaused);
     let p = policy("pools: [{name: w, paused: true, nodeSelector: {role: w}}]");
     let mut n = node("a");
     n.labels.insert("role".into(), "w".into());
     let plan = run(vec![n], vec![], vec![], &p, now());
-    assert_eq!(plan.waiting_for("a").unwrap().reason.message, "pool w is paused");
+    assert_eq!(
+        plan.waiting_for("a").unwrap().reason.message,
+        "pool w is paused"
+    );
     let mut old = node("a");
     set(&mut old, keys::STAGED_VERSION, "4000.0.0");
     let plan = run(vec![old.clone()], vec![], vec![], &policy(""), now());
     assert_eq!(wait_code(&plan, "a"), ReasonCode::Downgrade);
-    let plan = run(vec![old], vec![], vec![], &policy("allowDowngrade: true"), now());
+    let plan = run(
+        vec![old],
+        vec![],
+        vec![],
+        &policy("allowDowngrade: true"),
+        now(),
+    );
     assert_eq!(started(&plan), vec!["a"]);
 }
 
@@ -464,9 +615,21 @@ fn pins_pauses_and_downgrades_hold_nodes_back() {
 fn pods_the_drain_cannot_handle_are_explained() {
     let mut unmanaged = pod("dev", "scratch", "a", "scratch");
     unmanaged.owner = PodOwner::Unmanaged;
-    let plan = run(vec![node("a")], vec![unmanaged.clone()], vec![], &policy(""), now());
+    let plan = run(
+        vec![node("a")],
+        vec![unmanaged.clone()],
+        vec![],
+        &policy(""),
+        now(),
+    );
     assert_eq!(wait_code(&plan, "a"), ReasonCode::UnmanagedPod);
-    let plan = run(vec![node("a")], vec![unmanaged], vec![], &policy("drain: {deleteUnmanagedPods: true}"), now());
+    let plan = run(
+        vec![node("a")],
+        vec![unmanaged],
+        vec![],
+        &policy("drain: {deleteUnmanagedPods: true}"),
+        now(),
+    );
     assert_eq!(started(&plan), vec!["a"]);
 
     let mut cache = pod("shop", "cache", "a", "cache");
@@ -476,7 +639,13 @@ fn pods_the_drain_cannot_handle_are_explained() {
 
     let mut both = pdb("shop", "web", 5);
     both.name = "web-too".into();
-    let plan = run(vec![node("a")], vec![pod("shop", "web-1", "a", "web")], vec![pdb("shop", "web", 5), both], &policy(""), now());
+    let plan = run(
+        vec![node("a")],
+        vec![pod("shop", "web-1", "a", "web")],
+        vec![pdb("shop", "web", 5), both],
+        &policy(""),
+        now(),
+    );
     assert_eq!(
         plan.waiting_for("a").unwrap().reason.message,
         "pod shop/web-1 is covered by shop/web and shop/web-too; the Eviction API refuses such pods"
@@ -487,7 +656,13 @@ fn pods_the_drain_cannot_handle_are_explained() {
 fn cordons_by_others_are_respected_and_stale_drydock_cordons_cleared() {
     let mut theirs = node("a");
     theirs.unschedulable = true;
-    let plan = run(vec![theirs], vec![], vec![], &policy("maxUnavailable: 2"), now());
+    let plan = run(
+        vec![theirs],
+        vec![],
+        vec![],
+        &policy("maxUnavailable: 2"),
+        now(),
+    );
     assert_eq!(wait_code(&plan, "a"), ReasonCode::CordonedByOther);
     let mut ours = up_to_date("a");
     ours.unschedulable = true;
@@ -507,7 +682,13 @@ fn a_withdrawn_update_ends_the_drain_and_uncordons() {
 
 #[test]
 fn every_node_appears_once_and_up_to_date_nodes_say_so() {
-    let plan = run(vec![up_to_date("a"), node("b")], vec![], vec![], &policy(""), now());
+    let plan = run(
+        vec![up_to_date("a"), node("b")],
+        vec![],
+        vec![],
+        &policy(""),
+        now(),
+    );
     assert_eq!(wait_code(&plan, "a"), ReasonCode::UpToDate);
     assert_eq!(plan.actions.len() + plan.waiting.len(), 2);
 }
@@ -528,7 +709,15 @@ struct FleetSpec {
 
 fn fleet_spec() -> impl Strategy<Value = FleetSpec> {
     (
-        prop::collection::vec((0u8..6, prop::bool::weighted(0.9), prop::bool::weighted(0.1), 0u8..2), 1..30),
+        prop::collection::vec(
+            (
+                0u8..6,
+                prop::bool::weighted(0.9),
+                prop::bool::weighted(0.1),
+                0u8..2,
+            ),
+            1..30,
+        ),
         prop::collection::vec((0u8..30, 0u8..6, prop::bool::weighted(0.05)), 0..80),
         prop::collection::vec(0u8..4, 6),
         1u8..5,
@@ -536,18 +725,27 @@ fn fleet_spec() -> impl Strategy<Value = FleetSpec> {
         0u8..3,
         0u8..3,
     )
-        .prop_map(|(nodes, pods, pdb_allowed, max_a, max_b_percent, window, canary)| FleetSpec {
-            nodes,
-            pods,
-            pdb_allowed,
-            max_a,
-            max_b_percent,
-            window,
-            canary,
-        })
+        .prop_map(
+            |(nodes, pods, pdb_allowed, max_a, max_b_percent, window, canary)| FleetSpec {
+                nodes,
+                pods,
+                pdb_allowed,
+                max_a,
+                max_b_percent,
+                window,
+                canary,
+            },
+        )
 }
 
-fn build(spec: &FleetSpec) -> (Vec<NodeSnapshot>, Vec<PodSnapshot>, Vec<PdbSnapshot>, Policy) {
+fn build(
+    spec: &FleetSpec,
+) -> (
+    Vec<NodeSnapshot>,
+    Vec<PodSnapshot>,
+    Vec<PdbSnapshot>,
+    Policy,
+) {
     let mut nodes = Vec::new();
     for (i, (kind, ready, other_cordon, pool)) in spec.nodes.iter().enumerate() {
         let name = format!("n{i:02}");
@@ -567,7 +765,8 @@ fn build(spec: &FleetSpec) -> (Vec<NodeSnapshot>, Vec<PodSnapshot>, Vec<PdbSnaps
         if *other_cordon && !n.unschedulable {
             n.unschedulable = true;
         }
-        n.labels.insert("pool".into(), if *pool == 0 { "a" } else { "b" }.into());
+        n.labels
+            .insert("pool".into(), if *pool == 0 { "a" } else { "b" }.into());
         nodes.push(n);
     }
     let apps = ["web", "api", "db", "cache", "queue", "ui"];
@@ -577,12 +776,21 @@ fn build(spec: &FleetSpec) -> (Vec<NodeSnapshot>, Vec<PodSnapshot>, Vec<PdbSnaps
         .enumerate()
         .filter(|(_, (n, _, _))| (*n as usize) < nodes.len())
         .map(|(i, (n, app, ed))| {
-            let mut p = pod("shop", &format!("p{i}"), &nodes[*n as usize].name, apps[*app as usize]);
+            let mut p = pod(
+                "shop",
+                &format!("p{i}"),
+                &nodes[*n as usize].name,
+                apps[*app as usize],
+            );
             p.has_empty_dir = *ed;
             p
         })
         .collect();
-    let pdbs = apps.iter().zip(&spec.pdb_allowed).map(|(a, n)| pdb("shop", a, u32::from(*n))).collect();
+    let pdbs = apps
+        .iter()
+        .zip(&spec.pdb_allowed)
+        .map(|(a, n)| pdb("shop", a, u32::from(*n)))
+        .collect();
     let window = match spec.window {
         0 => "",
         1 => "    windows: [{days: [Wed], start: '11:00', length: 2h}]\n",
@@ -701,30 +909,44 @@ struct Model {
 
 impl Model {
     fn step(&mut self, p: &Policy) -> Plan {
-        let plan = plan(&Snapshot::new(self.nodes.clone(), self.pods.clone(), self.pdbs.clone()), p, self.now);
+        let plan = plan(
+            &Snapshot::new(self.nodes.clone(), self.pods.clone(), self.pdbs.clone()),
+            p,
+            self.now,
+        );
         for pool in &plan.pools {
             let e = self.peak_unavailable.entry(pool.name.clone()).or_default();
             *e = (*e).max(pool.unavailable + pool.starting);
         }
-        if plan.actions.iter().any(|a| matches!(a.action, Action::Drain { start: true, .. })) {
+        if plan
+            .actions
+            .iter()
+            .any(|a| matches!(a.action, Action::Drain { start: true, .. }))
+        {
             self.waves += 1;
         }
         for a in &plan.actions {
             let i = self.nodes.iter().position(|n| n.name == a.node).unwrap();
             let now = self.now.to_string();
             let n = &mut self.nodes[i];
-            n.labels.insert(keys::PHASE.into(), a.action.next_phase().as_str().into());
+            n.labels
+                .insert(keys::PHASE.into(), a.action.next_phase().as_str().into());
             n.annotations.insert(keys::PHASE_SINCE.into(), now.clone());
             match &a.action {
                 Action::Drain { start, evict } => {
                     if *start {
                         n.unschedulable = true;
                         n.annotations.insert(keys::CORDONED.into(), "true".into());
-                        n.annotations.insert(keys::DRAIN_STARTED.into(), now.clone());
+                        n.annotations
+                            .insert(keys::DRAIN_STARTED.into(), now.clone());
                     }
                     // Evictions succeed; replacements land on the first schedulable node.
                     let name = n.name.clone();
-                    let target = self.nodes.iter().find(|m| !m.unschedulable && m.name != name).map(|m| m.name.clone());
+                    let target = self
+                        .nodes
+                        .iter()
+                        .find(|m| !m.unschedulable && m.name != name)
+                        .map(|m| m.name.clone());
                     for e in evict {
                         if let Some(pd) = self.pods.iter_mut().find(|p| p.uid == e.uid) {
                             pd.node = target.clone();
@@ -735,36 +957,60 @@ impl Model {
                 Action::GrantReboot { token, target } => {
                     let slot = n.annotations[keys::BOOTED_SLOT].clone();
                     let boot = n.annotations[keys::BOOT_ID].clone();
-                    n.annotations.insert(keys::REBOOT_TOKEN.into(), token.to_string());
-                    n.annotations.insert(keys::TARGET_VERSION.into(), target.clone());
+                    n.annotations
+                        .insert(keys::REBOOT_TOKEN.into(), token.to_string());
+                    n.annotations
+                        .insert(keys::TARGET_VERSION.into(), target.clone());
                     n.annotations.insert(keys::GRANT_SLOT.into(), slot);
                     n.annotations.insert(keys::GRANT_BOOT_ID.into(), boot);
                 }
-                Action::Complete { uncordon } | Action::Release { uncordon } | Action::Hold { uncordon } | Action::Fail { uncordon } => {
-                    if *uncordon {
-                        n.unschedulable = false;
-                        n.annotations.remove(keys::CORDONED);
-                    }
+                Action::Complete { uncordon }
+                | Action::Release { uncordon }
+                | Action::Hold { uncordon }
+                | Action::Fail { uncordon }
+                    if *uncordon =>
+                {
+                    n.unschedulable = false;
+                    n.annotations.remove(keys::CORDONED);
                 }
                 _ => {}
             }
         }
         // Agents: a fresh grant is acknowledged and the node reboots into the staged slot.
         for n in &mut self.nodes {
-            let token: Option<u64> = n.annotations.get(keys::REBOOT_TOKEN).and_then(|t| t.parse().ok());
-            let ack: Option<u64> = n.annotations.get(keys::REBOOT_ACK).and_then(|t| t.parse().ok());
+            let token: Option<u64> = n
+                .annotations
+                .get(keys::REBOOT_TOKEN)
+                .and_then(|t| t.parse().ok());
+            let ack: Option<u64> = n
+                .annotations
+                .get(keys::REBOOT_ACK)
+                .and_then(|t| t.parse().ok());
             if token > ack {
                 let t = token.unwrap_or(0).to_string();
                 n.annotations.insert(keys::REBOOT_ACK.into(), t.clone());
-                let staged = n.annotations.remove(keys::STAGED_VERSION).unwrap_or_default();
+                let staged = n
+                    .annotations
+                    .remove(keys::STAGED_VERSION)
+                    .unwrap_or_default();
                 n.annotations.insert(keys::BOOTED_VERSION.into(), staged);
-                let slot = if n.annotations[keys::BOOTED_SLOT] == "a" { "b" } else { "a" };
+                let slot = if n.annotations[keys::BOOTED_SLOT] == "a" {
+                    "b"
+                } else {
+                    "a"
+                };
                 n.annotations.insert(keys::BOOTED_SLOT.into(), slot.into());
-                n.annotations.insert(keys::BOOT_ID.into(), format!("boot-{}-after-grant-{t}", n.name));
+                n.annotations.insert(
+                    keys::BOOT_ID.into(),
+                    format!("boot-{}-after-grant-{t}", n.name),
+                );
                 n.labels.insert(keys::REBOOT_NEEDED.into(), "false".into());
             }
         }
-        self.now = self.now.checked_add(jiff::SignedDuration::from_mins(1)).unwrap();
+        self.now = self
+            .now
+            .checked_add(jiff::SignedDuration::from_mins(1))
+            .unwrap();
         plan
     }
 
