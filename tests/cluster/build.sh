@@ -15,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache_root=${DRYDOCK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/drydock}
 key=$(cat "$here/go.mod" "$here/go.sum" "$here/build.sh" | sha256sum | cut -c1-12)
 bin="$cache_root/cluster/${KUBERNETES_VERSION}-${key}/bin"
-binaries=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok)
+binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok)
 
 have_all() {
   for b in "${binaries[@]}"; do [ -x "$bin/$b" ] || return 1; done
@@ -45,11 +45,12 @@ ldflags+=" -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION}"
 echo "building control plane ${KUBERNETES_VERSION} into $bin (cold build: tens of minutes on 2 cores)" >&2
 start=$(date +%s)
 cd "$here"
-# One `go build` for all five shares the compilation of their common packages.
+# One `go build` for all six shares the compilation of their common packages.
 CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath -ldflags "$ldflags" -o "$bin.tmp/" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler \
+  k8s.io/kubernetes/cmd/kubectl \
   go.etcd.io/etcd/server/v3 \
   sigs.k8s.io/kwok/cmd/kwok
 # The etcd server module's main package is named after its directory.

@@ -1,0 +1,478 @@
+//! A real Kubernetes control plane on loopback, for drydock's tests and for exploring by
+//! hand: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, built
+//! from Go modules by `tests/cluster/build.sh`.
+//!
+//! [`TestEnv::start`] brings a fresh plane up in a temporary directory (free ports, a
+//! throwaway PKI, etcd without fsync) and hands back a [`kube::Client`] and a kubeconfig.
+//! Every child is stopped by PID when the handle drops, when the test panics (the drop
+//! runs while unwinding, and prints the components' logs), and when the test binary is
+//! killed (a parent-death signal). The binaries are found through `DRYDOCK_CLUSTER_BIN`,
+//! which `tests/run.sh` sets; without it the start fails and says how to build them.
+
+mod pki;
+mod process;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+pub use process::Component;
+
+/// Environment variable naming the directory with the control-plane binaries.
+pub const BIN_ENV: &str = "DRYDOCK_CLUSTER_BIN";
+/// Annotation that hands a node to kwok.
+pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
+const STAGES: &str = include_str!("../stages/kwok-stages.yaml");
+const BINARIES: [&str; 6] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+];
+
+/// Why the plane could not be started or used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The binaries are not there.
+    #[error(
+        "{0}\nBuild the control plane with `tests/cluster/build.sh` and set {BIN_ENV} to the directory it prints (tests/run.sh does both)."
+    )]
+    MissingBinaries(String),
+    /// Filesystem trouble.
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    /// Certificate generation failed.
+    #[error("generating the test PKI: {0}")]
+    Pki(String),
+    /// A component would not start or died.
+    #[error("{0} failed: {1}")]
+    Start(String, String),
+    /// Something did not happen in time.
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, String),
+    /// The Kubernetes client failed.
+    #[error("kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
+    /// The kubeconfig could not be loaded.
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(String),
+}
+
+/// A node to add: its name and labels (zones, roles).
+#[derive(Debug, Clone, Default)]
+pub struct NodeSpec {
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl NodeSpec {
+    /// A node named `name` with the given labels.
+    pub fn new(name: impl Into<String>, labels: &[(&str, &str)]) -> NodeSpec {
+        NodeSpec {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+}
+
+/// A running control plane.
+pub struct TestEnv {
+    components: Vec<Component>,
+    client: kube::Client,
+    kubeconfig: PathBuf,
+    dir: tempfile::TempDir,
+    /// Time from start to a usable plane.
+    pub startup: Duration,
+}
+
+fn free_port() -> Result<u16, Error> {
+    let l =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| Error::Io("finding a free port".into(), e))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Error::Io("finding a free port".into(), e))
+}
+
+/// The directory holding the binaries, checked.
+pub fn bin_dir() -> Result<PathBuf, Error> {
+    bin_dir_from(std::env::var_os(BIN_ENV).map(PathBuf::from))
+}
+
+/// [`bin_dir`] for a given value of the variable.
+pub fn bin_dir_from(dir: Option<PathBuf>) -> Result<PathBuf, Error> {
+    let dir = dir.ok_or_else(|| Error::MissingBinaries(format!("{BIN_ENV} is not set.")))?;
+    let missing: Vec<&str> = BINARIES
+        .iter()
+        .copied()
+        .filter(|b| !dir.join(b).is_file())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::MissingBinaries(format!(
+            "{} not found in {}.",
+            missing.join(", "),
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+fn s(v: impl ToString) -> String {
+    v.to_string()
+}
+
+impl TestEnv {
+    /// Starts a fresh plane and waits until it serves, schedules and runs controllers.
+    pub async fn start() -> Result<TestEnv, Error> {
+        let started = Instant::now();
+        let bin = bin_dir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("drydock-testenv-")
+            .tempdir()
+            .map_err(|e| Error::Io("creating the plane's directory".into(), e))?;
+        let root = dir.path().to_path_buf();
+        let logs = root.join("logs");
+        std::fs::create_dir_all(&logs).map_err(|e| Error::Io("creating logs/".into(), e))?;
+        let pki = pki::generate(&root)?;
+        let (etcd_client, etcd_peer, api_port, kwok_port) =
+            (free_port()?, free_port()?, free_port()?, free_port()?);
+        let server = format!("https://127.0.0.1:{api_port}");
+        let kubeconfig = root.join("kubeconfig");
+        let kc = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: drydock-testenv\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: admin\n  user:\n    client-certificate: {}\n    client-key: {}\ncontexts:\n- name: drydock-testenv\n  context: {{cluster: drydock-testenv, user: admin, namespace: default}}\ncurrent-context: drydock-testenv\n",
+            pki.ca_cert.display(),
+            pki.admin_cert.display(),
+            pki.admin_key.display()
+        );
+        std::fs::write(&kubeconfig, kc)
+            .map_err(|e| Error::Io("writing the kubeconfig".into(), e))?;
+        let stages = root.join("kwok-stages.yaml");
+        std::fs::write(&stages, STAGES).map_err(|e| Error::Io("writing kwok stages".into(), e))?;
+
+        let mut env = TestEnv {
+            components: Vec::new(),
+            client: kube::Client::try_from(kube::Config::new(
+                server
+                    .parse()
+                    .map_err(|e| Error::Kubeconfig(format!("{e}")))?,
+            ))?,
+            kubeconfig: kubeconfig.clone(),
+            dir,
+            startup: Duration::ZERO,
+        };
+        let p = |x: &Path| x.display().to_string();
+
+        env.spawn(
+            &bin,
+            "etcd",
+            vec![
+                s("--name=default"),
+                format!("--data-dir={}", p(&root.join("etcd"))),
+                format!("--listen-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--advertise-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-cluster=default=http://127.0.0.1:{etcd_peer}"),
+                s("--unsafe-no-fsync"),
+                s("--log-level=warn"),
+            ],
+        )?;
+        env.spawn(
+            &bin,
+            "kube-apiserver",
+            vec![
+                format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
+                s("--bind-address=127.0.0.1"),
+                s("--advertise-address=127.0.0.1"),
+                format!("--secure-port={api_port}"),
+                format!("--cert-dir={}", p(&root.join("apiserver-certs"))),
+                format!("--tls-cert-file={}", p(&pki.serving_cert)),
+                format!("--tls-private-key-file={}", p(&pki.serving_key)),
+                format!("--client-ca-file={}", p(&pki.ca_cert)),
+                s("--authorization-mode=Node,RBAC"),
+                s("--service-account-issuer=https://kubernetes.default.svc.cluster.local"),
+                format!("--service-account-key-file={}", p(&pki.sa_pub)),
+                format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
+                s("--service-cluster-ip-range=10.96.0.0/16"),
+                s("--allow-privileged=true"),
+                s("--enable-priority-and-fairness=false"),
+                s("--endpoint-reconciler-type=none"),
+                s("--profiling=false"),
+                s("--v=1"),
+            ],
+        )?;
+        env.client = client_from(&kubeconfig).await?;
+        env.wait_ready("kube-apiserver /readyz", Duration::from_secs(90))
+            .await?;
+
+        env.spawn(
+            &bin,
+            "kube-controller-manager",
+            vec![
+                format!("--kubeconfig={}", p(&kubeconfig)),
+                format!("--service-account-private-key-file={}", p(&pki.sa_key)),
+                format!("--root-ca-file={}", p(&pki.ca_cert)),
+                s("--controllers=*"),
+                s("--leader-elect=false"),
+                s("--use-service-account-credentials=false"),
+                s("--bind-address=127.0.0.1"),
+                s("--secure-port=0"),
+                s("--node-monitor-grace-period=40s"),
+                s("--concurrent-deployment-syncs=10"),
+                s("--v=1"),
+            ],
+        )?;
+        env.spawn(
+            &bin,
+            "kube-scheduler",
+            vec![
+                format!("--kubeconfig={}", p(&kubeconfig)),
+                s("--leader-elect=false"),
+                s("--bind-address=127.0.0.1"),
+                s("--secure-port=0"),
+                s("--v=1"),
+            ],
+        )?;
+        env.spawn(
+            &bin,
+            "kwok",
+            vec![
+                format!("--kubeconfig={}", p(&kubeconfig)),
+                format!("--config={}", p(&stages)),
+                s("--manage-all-nodes=false"),
+                format!("--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake"),
+                s("--node-lease-duration-seconds=40"),
+                s("--cidr=10.0.0.1/16"),
+                format!("--server-address=127.0.0.1:{kwok_port}"),
+            ],
+        )?;
+        // The controller-manager is working once it has created the default ServiceAccount.
+        let sas: Api<ServiceAccount> = Api::namespaced(env.client.clone(), "default");
+        env.wait_for(
+            "the default ServiceAccount (kube-controller-manager running)",
+            Duration::from_secs(90),
+            || {
+                let sas = sas.clone();
+                async move { Ok(sas.get_opt("default").await?.is_some()) }
+            },
+        )
+        .await?;
+        env.startup = started.elapsed();
+        Ok(env)
+    }
+
+    fn spawn(&mut self, bin: &Path, name: &str, args: Vec<String>) -> Result<(), Error> {
+        let c = process::start(name, &bin.join(name), &args, &self.dir.path().join("logs"))?;
+        self.components.push(c);
+        Ok(())
+    }
+
+    /// A client with cluster-admin rights.
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// The kubeconfig file (for `kubectl --kubeconfig` or `KUBECONFIG`).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The running components.
+    pub fn components(&self) -> &[Component] {
+        &self.components
+    }
+
+    /// Fails when a component has exited, naming it with its log's tail.
+    pub fn check_alive(&mut self) -> Result<(), Error> {
+        for c in &mut self.components {
+            if let Some(status) = c.exited() {
+                return Err(Error::Start(
+                    c.name.clone(),
+                    format!(
+                        "exited ({status}); last log lines:\n{}",
+                        process::tail(&c.log, 30)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_ready(&mut self, what: &str, timeout: Duration) -> Result<(), Error> {
+        let client = self.client.clone();
+        self.wait_for(what, timeout, move || {
+            let client = client.clone();
+            async move {
+                let req = http::Request::get("/readyz")
+                    .body(Vec::new())
+                    .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+                Ok(client
+                    .request_text(req)
+                    .await
+                    .map(|t| t.trim() == "ok")
+                    .unwrap_or(false))
+            }
+        })
+        .await
+    }
+
+    /// Polls `check` every 200 ms until it is true, a component dies, or `timeout`.
+    pub async fn wait_for<F, Fut>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut check: F,
+    ) -> Result<(), Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<bool, Error>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_alive()?;
+            if matches!(check().await, Ok(true)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout(timeout, what.to_string()));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Creates kwok-managed nodes with the given labels.
+    pub async fn add_nodes(&self, nodes: &[NodeSpec]) -> Result<(), Error> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        for n in nodes {
+            let mut labels = n.labels.clone();
+            labels.insert("type".into(), "kwok".into());
+            labels.insert("kubernetes.io/hostname".into(), n.name.clone());
+            let node: Node = serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": n.name,
+                    "labels": labels,
+                    "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                },
+                "status": {"nodeInfo": {"machineID": machine_id(&n.name), "bootID": ""}},
+            }))
+            .map_err(|e| Error::Kubeconfig(format!("building node {}: {e}", n.name)))?;
+            api.create(&PostParams::default(), &node).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every named node reports Ready.
+    pub async fn wait_nodes_ready(
+        &mut self,
+        names: &[String],
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let names = names.to_vec();
+        self.wait_for(
+            &format!("{} node(s) Ready", names.len()),
+            timeout,
+            move || {
+                let api = api.clone();
+                let names = names.clone();
+                async move {
+                    let list = api.list(&Default::default()).await?;
+                    let ready = list
+                        .items
+                        .iter()
+                        .filter(|n| names.iter().any(|x| Some(x) == n.metadata.name.as_ref()))
+                        .filter(|n| {
+                            n.status
+                                .as_ref()
+                                .and_then(|s| s.conditions.as_ref())
+                                .is_some_and(|cs| {
+                                    cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                                })
+                        })
+                        .count();
+                    Ok(ready == names.len())
+                }
+            },
+        )
+        .await
+    }
+
+    /// Adds `count` nodes named `{prefix}-{i}` spread over three zones, then waits until
+    /// they are Ready.
+    pub async fn add_ready_nodes(
+        &mut self,
+        prefix: &str,
+        count: usize,
+        labels: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<Vec<String>, Error> {
+        let zones = ["zone-a", "zone-b", "zone-c"];
+        let specs: Vec<NodeSpec> = (0..count)
+            .map(|i| {
+                let mut s = NodeSpec::new(format!("{prefix}-{i}"), labels);
+                s.labels
+                    .insert("topology.kubernetes.io/zone".into(), zones[i % 3].into());
+                s
+            })
+            .collect();
+        self.add_nodes(&specs).await?;
+        let names: Vec<String> = specs.into_iter().map(|s| s.name).collect();
+        self.wait_nodes_ready(&names, timeout).await?;
+        Ok(names)
+    }
+
+    /// Where the components' logs are.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+}
+
+/// A stable 32-hex-digit machine id for a node name (what `/etc/machine-id` holds).
+pub fn machine_id(name: &str) -> String {
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in name.bytes() {
+        h ^= u128::from(b);
+        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013B);
+    }
+    format!("{h:032x}")
+}
+
+async fn client_from(kubeconfig: &Path) -> Result<kube::Client, Error> {
+    let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for c in &self.components {
+                eprintln!(
+                    "---- {} (pid {}) log tail ----\n{}",
+                    c.name,
+                    c.pid(),
+                    process::tail(&c.log, 40)
+                );
+            }
+        }
+        // Stop in reverse start order: clients first, etcd last.
+        while let Some(mut c) = self.components.pop() {
+            c.stop();
+        }
+    }
+}
