@@ -278,7 +278,8 @@ impl TestEnv {
         Ok(())
     }
 
-    /// A client with cluster-admin rights.
+    /// A client with cluster-admin rights. It does not retry 429 responses (kube's default
+    /// does), so a refused eviction reaches the caller.
     pub fn client(&self) -> kube::Client {
         self.client.clone()
     }
@@ -452,9 +453,12 @@ pub fn machine_id(name: &str) -> String {
 
 async fn client_from(kubeconfig: &Path) -> Result<kube::Client, Error> {
     let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| Error::Kubeconfig(e.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    // kube retries 429 and 503 by default. That would turn an Eviction API refusal
+    // ("the PDB allows no disruption") into a silent wait; tests must see it.
+    config.default_retry = false;
     Ok(kube::Client::try_from(config)?)
 }
 

@@ -81,3 +81,72 @@ fn missing_binaries_fail_with_how_to_build_them() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn nodes_heartbeat_through_leases_and_pod_deletion_honours_the_grace_period() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, DeleteParams, PostParams};
+
+    let mut env = TestEnv::start().await.expect("control plane starts");
+    env.add_ready_nodes("node", 1, &[], Duration::from_secs(60))
+        .await
+        .expect("node Ready");
+    let leases: Api<Lease> = Api::namespaced(env.client(), "kube-node-lease");
+    let l2 = leases.clone();
+    env.wait_for("the node's Lease", Duration::from_secs(30), move || {
+        let leases = l2.clone();
+        async move {
+            Ok(leases
+                .get_opt("node-0")
+                .await?
+                .and_then(|l| l.spec)
+                .and_then(|s| s.renew_time)
+                .is_some())
+        }
+    })
+    .await
+    .expect("kwok renews the node Lease");
+
+    let pods: Api<Pod> = Api::namespaced(env.client(), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "graceful"},
+        "spec": {"nodeName": "node-0", "terminationGracePeriodSeconds": 4,
+                 "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    let p2 = pods.clone();
+    env.wait_for("the pod Running", Duration::from_secs(30), move || {
+        let pods = p2.clone();
+        async move {
+            Ok(pods
+                .get("graceful")
+                .await?
+                .status
+                .and_then(|s| s.phase)
+                .as_deref()
+                == Some("Running"))
+        }
+    })
+    .await
+    .expect("pod runs");
+    let deleted_at = Instant::now();
+    pods.delete("graceful", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let p3 = pods.clone();
+    env.wait_for("the pod to be gone", Duration::from_secs(20), move || {
+        let pods = p3.clone();
+        async move { Ok(pods.get_opt("graceful").await?.is_none()) }
+    })
+    .await
+    .expect("pod deleted");
+    let took = deleted_at.elapsed();
+    assert!(
+        took >= Duration::from_secs(3),
+        "the pod went after {took:?}, before its 4s grace period"
+    );
+}

@@ -1,0 +1,85 @@
+//! Every child of the plane goes away: when the handle drops, and when the process that
+//! started the plane is killed outright (parent-death signal).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use drydock_testenv::TestEnv;
+
+/// Whether a process is still alive (zombies waiting to be reaped count as gone).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            let ppid = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split(' ').nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(parent) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+fn wait_all_gone(pids: &[u32], within: Duration) {
+    let deadline = Instant::now() + within;
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(
+            Instant::now() < deadline,
+            "still running after {within:?}: {:?}",
+            pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test]
+async fn dropping_the_handle_stops_every_component() {
+    let env = TestEnv::start().await.expect("control plane starts");
+    let pids: Vec<u32> = env.components().iter().map(|c| c.pid()).collect();
+    assert_eq!(
+        pids.len(),
+        5,
+        "etcd, apiserver, controller-manager, scheduler, kwok"
+    );
+    assert!(pids.iter().all(|p| alive(*p)));
+    drop(env);
+    wait_all_gone(&pids, Duration::from_secs(10));
+}
+
+#[test]
+fn killing_the_owner_process_kills_the_plane() {
+    let mut owner = Command::new(env!("CARGO_BIN_EXE_drydock-testenv"))
+        .args(["--nodes", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("drydock-testenv starts");
+    let stdout = owner.stdout.take().expect("stdout");
+    let kubeconfig = BufReader::new(stdout)
+        .lines()
+        .next()
+        .expect("a line")
+        .expect("kubeconfig path");
+    assert!(kubeconfig.ends_with("/kubeconfig"), "{kubeconfig}");
+    let pids = children_of(owner.id());
+    assert_eq!(pids.len(), 5, "five components under the owner: {pids:?}");
+    owner.kill().expect("SIGKILL the owner");
+    owner.wait().expect("reap the owner");
+    wait_all_gone(&pids, Duration::from_secs(10));
+}
