@@ -58,6 +58,39 @@ async fn kubectl_works_against_the_printed_kubeconfig() {
     .output()
     .expect("kubectl runs");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("version JSON");
+    let kubectl = |args: &[&str]| {
+        let out = std::process::Command::new(
+            drydock_testenv::bin_dir()
+                .expect("binaries")
+                .join("kubectl"),
+        )
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig())
+        .args(args)
+        .output()
+        .expect("kubectl runs");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The ValidatingAdmissionPolicy API is served, and service-account tokens are issued.
+    let resources = kubectl(&[
+        "api-resources",
+        "--api-group=admissionregistration.k8s.io",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        resources
+            .lines()
+            .any(|l| l == "validatingadmissionpolicies.admissionregistration.k8s.io"),
+        "{resources}"
+    );
+    let token = kubectl(&["create", "token", "default", "--duration=10m"]);
+    assert_eq!(token.trim().split('.').count(), 3, "a JWT: {token}");
     assert_eq!(
         v["serverVersion"]["gitVersion"], "v1.37.2",
         "the version is stamped at link time"
