@@ -1,0 +1,6 @@
+//! drydock's view of the host: typed D-Bus clients for the services that stage and apply
+//! OS updates (update_engine on Flatcar), each with its own error enum and a small fixed
+//! set of error kinds for metrics, and the retry policy they share.
+
+pub mod backoff;
+pub mod update_engine;
