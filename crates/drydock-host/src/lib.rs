@@ -3,4 +3,5 @@
 //! set of error kinds for metrics, and the retry policy they share.
 
 pub mod backoff;
+pub mod facts;
 pub mod update_engine;
