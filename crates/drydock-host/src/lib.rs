@@ -4,4 +4,5 @@
 
 pub mod backoff;
 pub mod facts;
+pub mod logind;
 pub mod update_engine;

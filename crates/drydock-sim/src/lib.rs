@@ -3,4 +3,5 @@
 //! `upstream/`; and [`bus::PrivateBus`], a real `dbus-daemon` per test.
 
 pub mod bus;
+pub mod logind;
 pub mod update_engine;
