@@ -3,5 +3,6 @@
 //! `upstream/`; and [`bus::PrivateBus`], a real `dbus-daemon` per test.
 
 pub mod bus;
+pub mod host;
 pub mod logind;
 pub mod update_engine;

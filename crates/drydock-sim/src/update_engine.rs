@@ -55,6 +55,8 @@ struct Inner {
     status: Status,
     offer: Option<Offer>,
     busy: bool,
+    /// The version written to the spare slot by the last successful attempt.
+    staged: Option<String>,
 }
 
 /// The simulated service. Clone it to keep a handle for driving it from a test.
@@ -87,6 +89,11 @@ impl UpdateEngine {
         if let Ok(mut i) = self.inner.lock() {
             i.offer = offer;
         }
+    }
+
+    /// The version the last successful attempt staged in the spare slot, if any.
+    pub fn staged(&self) -> Option<String> {
+        self.inner.lock().ok().and_then(|i| i.staged.clone())
     }
 
     /// The current status.
@@ -165,15 +172,21 @@ impl UpdateEngine {
             })
             .await;
         }
-        for op in [
-            "UPDATE_STATUS_VERIFYING",
-            "UPDATE_STATUS_FINALIZING",
-            "UPDATE_STATUS_UPDATED_NEED_REBOOT",
-        ] {
+        for op in ["UPDATE_STATUS_VERIFYING", "UPDATE_STATUS_FINALIZING"] {
             tokio::time::sleep(self.step).await;
             self.set(&emitter, |s| s.current_operation = op.into())
                 .await;
         }
+        tokio::time::sleep(self.step).await;
+        // The payload is in the spare slot, which now has the higher priority, one try,
+        // and is not yet marked successful.
+        if let Ok(mut i) = self.inner.lock() {
+            i.staged = Some(offer.version.clone());
+        }
+        self.set(&emitter, |s| {
+            s.current_operation = "UPDATE_STATUS_UPDATED_NEED_REBOOT".into()
+        })
+        .await;
     }
 }
 
