@@ -9,6 +9,7 @@
 //! [`protocol::NodeState`]; [`snapshot`] indexes nodes, pods and budgets; [`planner`]
 //! combines them into a [`planner::Plan`].
 
+pub mod agent;
 pub mod duration;
 #[cfg(feature = "k8s")]
 pub mod k8s;
