@@ -39,6 +39,17 @@ impl Default for Status {
     }
 }
 
+impl Status {
+    /// IDLE with nothing known about an update: after a failure and after ResetStatus.
+    fn clear_to_idle(&mut self) {
+        let last_checked_time = self.last_checked_time;
+        *self = Status {
+            last_checked_time,
+            ..Status::default()
+        };
+    }
+}
+
 /// An update the simulated server would offer on the next check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Offer {
@@ -157,13 +168,7 @@ impl UpdateEngine {
                 })
                 .await;
                 tokio::time::sleep(self.step).await;
-                self.set(&emitter, |s| {
-                    s.current_operation = "UPDATE_STATUS_IDLE".into();
-                    s.progress = 0.0;
-                    s.new_version = "0.0.0".into();
-                    s.new_size = 0;
-                })
-                .await;
+                self.set(&emitter, Status::clear_to_idle).await;
                 return;
             }
             self.set(&emitter, |s| {
@@ -224,13 +229,7 @@ mod iface {
 
         /// Back to IDLE (what `update_engine_client -reset_status` does).
         async fn reset_status(&self, #[zbus(signal_emitter)] emitter: SignalEmitter<'_>) {
-            self.set(&emitter, |s| {
-                s.current_operation = "UPDATE_STATUS_IDLE".into();
-                s.progress = 0.0;
-                s.new_version = "0.0.0".into();
-                s.new_size = 0;
-            })
-            .await;
+            self.set(&emitter, Status::clear_to_idle).await;
         }
 
         /// The current status.

@@ -29,46 +29,16 @@ async fn kubectl_works_against_the_printed_kubeconfig() {
     env.add_ready_nodes("node", 2, &[], Duration::from_secs(60))
         .await
         .expect("nodes Ready");
-    let kubectl = drydock_testenv::bin_dir()
+    let kubectl_bin = drydock_testenv::bin_dir()
         .expect("binaries")
         .join("kubectl");
-    let out = std::process::Command::new(kubectl)
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig())
-        .args(["get", "nodes", "-o", "name"])
-        .output()
-        .expect("kubectl runs");
-    assert!(
-        out.status.success(),
-        "kubectl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "node/node-0\nnode/node-1\n"
-    );
-    let out = std::process::Command::new(
-        drydock_testenv::bin_dir()
-            .expect("binaries")
-            .join("kubectl"),
-    )
-    .arg("--kubeconfig")
-    .arg(env.kubeconfig())
-    .args(["version", "-o", "json"])
-    .output()
-    .expect("kubectl runs");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("version JSON");
     let kubectl = |args: &[&str]| {
-        let out = std::process::Command::new(
-            drydock_testenv::bin_dir()
-                .expect("binaries")
-                .join("kubectl"),
-        )
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig())
-        .args(args)
-        .output()
-        .expect("kubectl runs");
+        let out = std::process::Command::new(&kubectl_bin)
+            .arg("--kubeconfig")
+            .arg(env.kubeconfig())
+            .args(args)
+            .output()
+            .expect("kubectl runs");
         assert!(
             out.status.success(),
             "kubectl {args:?}: {}",
@@ -76,6 +46,16 @@ async fn kubectl_works_against_the_printed_kubeconfig() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    assert_eq!(
+        kubectl(&["get", "nodes", "-o", "name"]),
+        "node/node-0\nnode/node-1\n"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&kubectl(&["version", "-o", "json"])).expect("version JSON");
+    assert_eq!(
+        v["serverVersion"]["gitVersion"], "v1.37.2",
+        "the version is stamped at link time"
+    );
     // The ValidatingAdmissionPolicy API is served, and service-account tokens are issued.
     let resources = kubectl(&[
         "api-resources",
@@ -91,10 +71,6 @@ async fn kubectl_works_against_the_printed_kubeconfig() {
     );
     let token = kubectl(&["create", "token", "default", "--duration=10m"]);
     assert_eq!(token.trim().split('.').count(), 3, "a JWT: {token}");
-    assert_eq!(
-        v["serverVersion"]["gitVersion"], "v1.37.2",
-        "the version is stamped at link time"
-    );
 }
 
 #[test]
