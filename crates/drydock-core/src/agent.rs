@@ -3,10 +3,10 @@
 //! must change. The `drydock-agent` binary feeds these with what it reads from the host
 //! and the API server, and does what they say.
 //!
-//! Reboot safety lives in [`reboot_decision`]: the agent reboots only for a grant that is
-//! newer than its last acknowledgement, names the version the host has staged, and was
-//! made during the *current* boot. The last condition means a grant can never cause a
-//! second reboot, even if the acknowledgement was lost in the first one.
+//! Reboot safety lives in [`reboot_decision`]: the agent reboots only for a grant that
+//! names the version the host has staged and was made during the *current* boot. A reboot
+//! changes the boot id, so a grant can never cause a second reboot — whether the
+//! acknowledgement was written, lost, or written just before the agent was killed.
 
 use std::time::Duration;
 
@@ -112,18 +112,24 @@ pub enum RebootDecision {
 }
 
 /// Decides on the grant in `node` (read fresh from the API) for the host as it is now.
+///
+/// A grant is bound to the boot it was made in (`grant-boot-id`). In that boot the agent
+/// reboots for it — also when it already acknowledged it, because an agent killed between
+/// the acknowledgement and the reboot must finish the job; a reboot changes the boot id,
+/// so this can never reboot twice. In any later boot the grant is spent.
 pub fn reboot_decision(node: &NodeState, host: &HostView) -> RebootDecision {
     let op = &node.operator;
     let Some(token) = op.token else {
         return RebootDecision::Nothing;
     };
-    if node.agent.reboot_ack.is_some_and(|ack| ack >= token) {
-        return RebootDecision::Nothing;
-    }
     if !matches!(op.phase(), Phase::RebootGranted | Phase::Rebooting) {
         return RebootDecision::Nothing;
     }
+    let acknowledged = node.agent.reboot_ack.is_some_and(|ack| ack >= token);
     if op.grant_boot_id.as_deref() != Some(host.boot_id.as_str()) {
+        if acknowledged {
+            return RebootDecision::Nothing;
+        }
         return RebootDecision::Refuse(format!(
             "grant {token} was made during boot {} but this is boot {}; the node already rebooted since",
             op.grant_boot_id.as_deref().unwrap_or("unknown"),
@@ -203,10 +209,22 @@ mod tests {
     }
 
     #[test]
-    fn an_acknowledged_grant_never_reboots_again() {
+    fn an_acknowledged_grant_never_reboots_again_after_the_reboot() {
+        let mut h = host();
+        h.boot_id = "boot-2".into();
+        assert_eq!(
+            reboot_decision(&granted(3, Some(3), "boot-1", "4230.0.0"), &h),
+            RebootDecision::Nothing
+        );
+    }
+
+    #[test]
+    fn an_acknowledged_grant_in_the_same_boot_resumes_an_interrupted_reboot() {
+        // The agent wrote the ack, then died before logind rebooted: the boot id is
+        // unchanged, so rebooting now is the first (and only) reboot for this grant.
         assert_eq!(
             reboot_decision(&granted(3, Some(3), "boot-1", "4230.0.0"), &host()),
-            RebootDecision::Nothing
+            RebootDecision::Reboot { token: 3 }
         );
     }
 
