@@ -65,6 +65,8 @@ pub struct SimHost {
     reboot_delay: Duration,
     state: Arc<Mutex<State>>,
     engine: Arc<Mutex<UpdateEngine>>,
+    logind: Arc<Mutex<Option<Logind>>>,
+    refuse: Arc<Mutex<Option<String>>>,
     boots_tx: watch::Sender<Boot>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -170,6 +172,8 @@ impl SimHost {
             reboot_delay,
             state,
             engine,
+            logind: Arc::default(),
+            refuse: Arc::default(),
             boots_tx,
             task,
         };
@@ -190,6 +194,10 @@ impl SimHost {
         let engine = self.engine.lock().map(|e| e.clone()).unwrap_or_default();
         let ue = update_engine::serve(&self.address, engine).await?;
         let (logind, requests) = Logind::new();
+        logind.refuse(self.refuse.lock().ok().and_then(|r| r.clone()).as_deref());
+        if let Ok(mut l) = self.logind.lock() {
+            *l = Some(logind.clone());
+        }
         let li = logind::serve(&self.address, logind).await?;
         Ok(((ue, li), requests))
     }
@@ -206,6 +214,8 @@ impl SimHost {
         let state = self.state.clone();
         let engine = self.engine.clone();
         let boots_tx = self.boots_tx.clone();
+        let logind_slot = self.logind.clone();
+        let refuse = self.refuse.clone();
         tokio::spawn(async move {
             let mut conns = Some(conns);
             while requests.recv().await.is_some() {
@@ -241,6 +251,10 @@ impl SimHost {
                     return;
                 };
                 let (logind, rx) = Logind::new();
+                logind.refuse(refuse.lock().ok().and_then(|r| r.clone()).as_deref());
+                if let Ok(mut l) = logind_slot.lock() {
+                    *l = Some(logind.clone());
+                }
                 let Ok(li) = logind::serve(&address, logind).await else {
                     return;
                 };
@@ -260,6 +274,16 @@ impl SimHost {
     pub fn fail_next_boot(&self) {
         if let Ok(mut s) = self.state.lock() {
             s.fail_next_boot = true;
+        }
+    }
+
+    /// Make logind refuse reboots with `OperationInProgress(message)` (None: accept).
+    pub fn refuse_reboots(&self, message: Option<&str>) {
+        if let Ok(mut r) = self.refuse.lock() {
+            *r = message.map(str::to_string);
+        }
+        if let Some(l) = self.logind.lock().ok().and_then(|l| l.clone()) {
+            l.refuse(message);
         }
     }
 

@@ -1,0 +1,293 @@
+//! The real agent against the real control plane (a kwok node) and a simulated Flatcar
+//! host on a private dbus-daemon: status appears on the Node, a grant leads to exactly one
+//! reboot, and restarts at any step are safe.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use drydock_core::protocol::keys;
+use drydock_host::facts::Host;
+use drydock_host::update_engine::{Client, Event, Operation};
+use drydock_sim::bus::PrivateBus;
+use drydock_sim::host::SimHost;
+use drydock_sim::update_engine::Offer;
+use drydock_testenv::TestEnv;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams};
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+const NODE: &str = "node-0";
+
+struct World {
+    env: TestEnv,
+    bus: PrivateBus,
+    root: tempfile::TempDir,
+    sim: SimHost,
+}
+
+async fn world() -> World {
+    let mut env = TestEnv::start().await.expect("control plane");
+    env.add_ready_nodes("node", 1, &[], Duration::from_secs(60))
+        .await
+        .expect("node Ready");
+    let bus = PrivateBus::start().expect("private dbus-daemon");
+    let root = tempfile::tempdir().expect("host root");
+    let sim = SimHost::start_flatcar(
+        bus.address(),
+        root.path(),
+        "4081.2.0",
+        Duration::from_millis(20),
+        Duration::from_millis(300),
+    )
+    .await
+    .expect("simulated host");
+    World {
+        env,
+        bus,
+        root,
+        sim,
+    }
+}
+
+async fn start_agent(w: &World) -> JoinHandle<()> {
+    let config = drydock_agent::Config {
+        node_name: NODE.into(),
+        client: w.env.client(),
+        bus: w.bus.connect().await.expect("agent's bus connection"),
+        host_root: w.root.path().to_path_buf(),
+        agent_version: "test".into(),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = drydock_agent::run(config).await {
+            eprintln!("agent stopped: {e}");
+        }
+    })
+}
+
+async fn annotations(w: &World) -> BTreeMap<String, String> {
+    let nodes: Api<Node> = Api::all(w.env.client());
+    nodes
+        .get(NODE)
+        .await
+        .expect("node")
+        .metadata
+        .annotations
+        .unwrap_or_default()
+}
+
+async fn wait_annotation(w: &mut World, key: &'static str, want: Option<String>) {
+    let nodes: Api<Node> = Api::all(w.env.client());
+    let what = format!("{key} = {want:?}");
+    w.env
+        .wait_for(&what, Duration::from_secs(20), move || {
+            let nodes = nodes.clone();
+            let want = want.clone();
+            async move {
+                let n = nodes.get(NODE).await?;
+                Ok(n.metadata.annotations.unwrap_or_default().get(key).cloned() == want)
+            }
+        })
+        .await
+        .expect("node annotation");
+}
+
+/// Stages 4230.0.0 through the host's update_engine, as a periodic check would.
+async fn stage_update(w: &World) {
+    w.sim.update_engine().set_offer(Some(Offer {
+        version: "4230.0.0".into(),
+        size: 1000,
+        fail_download: false,
+    }));
+    let client = Client::new(w.bus.connect().await.expect("connect"));
+    let mut events = client.watch().await.expect("watch");
+    client.attempt_update().await.expect("AttemptUpdate");
+    loop {
+        if let Event::Status(s) = timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("in time")
+            .expect("event")
+            && s.operation == Operation::UpdatedNeedReboot
+        {
+            break;
+        }
+    }
+}
+
+/// What the operator writes to grant a reboot.
+async fn grant(w: &World, token: u64) {
+    let a = annotations(w).await;
+    let patch = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": NODE,
+            "labels": {keys::PHASE: "RebootGranted"},
+            "annotations": {
+                keys::PHASE_SINCE: jiff::Timestamp::now().to_string(),
+                keys::REBOOT_TOKEN: token.to_string(),
+                keys::TARGET_VERSION: "4230.0.0",
+                keys::GRANT_SLOT: a[keys::BOOTED_SLOT],
+                keys::GRANT_BOOT_ID: a[keys::BOOT_ID],
+                keys::CORDONED: "true",
+            },
+        },
+    });
+    let nodes: Api<Node> = Api::all(w.env.client());
+    nodes
+        .patch(
+            NODE,
+            &PatchParams::apply("drydock-operator").force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .expect("grant");
+}
+
+#[tokio::test]
+async fn status_appears_on_the_node_and_a_grant_leads_to_exactly_one_reboot() {
+    let mut w = world().await;
+    let host = Host::new(w.root.path());
+    let agent = start_agent(&w).await;
+    wait_annotation(&mut w, keys::BOOTED_VERSION, Some("4081.2.0".into())).await;
+    let a = annotations(&w).await;
+    assert_eq!(a[keys::OS], "flatcar");
+    assert_eq!(a[keys::BOOTED_SLOT], "a");
+    assert_eq!(a[keys::BOOT_ID], host.boot_id().expect("boot id"));
+    assert_eq!(a[keys::CHANNEL], "stable");
+    assert_eq!(a[keys::UPDATE_STATUS], "idle");
+    assert!(!a.contains_key(keys::STAGED_VERSION));
+
+    stage_update(&w).await;
+    wait_annotation(&mut w, keys::STAGED_VERSION, Some("4230.0.0".into())).await;
+    let nodes: Api<Node> = Api::all(w.env.client());
+    let labels = nodes
+        .get(NODE)
+        .await
+        .expect("node")
+        .metadata
+        .labels
+        .unwrap_or_default();
+    assert_eq!(
+        labels.get(keys::REBOOT_NEEDED).map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(annotations(&w).await[keys::UPDATE_STATUS], "staged");
+
+    let mut boots = w.sim.reboots();
+    grant(&w, 1).await;
+    timeout(Duration::from_secs(20), boots.changed())
+        .await
+        .expect("a reboot")
+        .expect("boot");
+    assert_eq!(boots.borrow().number, 2);
+    assert_eq!(
+        annotations(&w).await[keys::REBOOT_ACK],
+        "1",
+        "acknowledged before rebooting"
+    );
+
+    // The agent is a process of the host: it dies with the reboot and starts again.
+    agent.abort();
+    let _agent = start_agent(&w).await;
+    wait_annotation(&mut w, keys::BOOTED_VERSION, Some("4230.0.0".into())).await;
+    let a = annotations(&w).await;
+    assert_eq!(a[keys::BOOTED_SLOT], "b");
+    assert_eq!(a[keys::BOOT_ID], host.boot_id().expect("boot id"));
+    assert!(
+        !a.contains_key(keys::STAGED_VERSION),
+        "the request is cleared"
+    );
+    let labels = nodes
+        .get(NODE)
+        .await
+        .expect("node")
+        .metadata
+        .labels
+        .unwrap_or_default();
+    assert_eq!(
+        labels.get(keys::REBOOT_NEEDED).map(String::as_str),
+        Some("false")
+    );
+    // The grant is still on the node; it must not reboot the host again.
+    assert!(
+        timeout(Duration::from_secs(3), boots.changed())
+            .await
+            .is_err(),
+        "rebooted twice for one grant"
+    );
+    assert_eq!(w.sim.reboots().borrow().number, 2);
+}
+
+#[tokio::test]
+async fn no_grant_no_reboot_and_a_stale_grant_is_refused() {
+    let mut w = world().await;
+    let _agent = start_agent(&w).await;
+    wait_annotation(&mut w, keys::BOOTED_VERSION, Some("4081.2.0".into())).await;
+    stage_update(&w).await;
+    wait_annotation(&mut w, keys::STAGED_VERSION, Some("4230.0.0".into())).await;
+    let mut boots = w.sim.reboots();
+    // A grant written for another boot (say, forged or left from before a crash).
+    let nodes: Api<Node> = Api::all(w.env.client());
+    let patch = serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": NODE, "labels": {keys::PHASE: "RebootGranted"}, "annotations": {
+            keys::PHASE_SINCE: jiff::Timestamp::now().to_string(),
+            keys::REBOOT_TOKEN: "5", keys::TARGET_VERSION: "4230.0.0",
+            keys::GRANT_SLOT: "a", keys::GRANT_BOOT_ID: "00000000-0000-4000-a000-000000000000",
+        }},
+    });
+    nodes
+        .patch(
+            NODE,
+            &PatchParams::apply("drydock-operator").force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .expect("stale grant");
+    assert!(
+        timeout(Duration::from_secs(3), boots.changed())
+            .await
+            .is_err(),
+        "rebooted for a grant of another boot"
+    );
+    assert!(!annotations(&w).await.contains_key(keys::REBOOT_ACK));
+}
+
+#[tokio::test]
+async fn an_agent_restarted_after_acknowledging_finishes_the_reboot_once() {
+    let mut w = world().await;
+    let agent = start_agent(&w).await;
+    wait_annotation(&mut w, keys::BOOTED_VERSION, Some("4081.2.0".into())).await;
+    stage_update(&w).await;
+    wait_annotation(&mut w, keys::STAGED_VERSION, Some("4230.0.0".into())).await;
+    // logind refuses at first: the agent acknowledges, fails to reboot, and is killed.
+    w.sim
+        .refuse_reboots(Some("a shutdown is already scheduled"));
+    let mut boots = w.sim.reboots();
+    grant(&w, 1).await;
+    wait_annotation(&mut w, keys::REBOOT_ACK, Some("1".into())).await;
+    agent.abort();
+    assert_eq!(
+        w.sim.reboots().borrow().number,
+        1,
+        "no reboot while logind refuses"
+    );
+    // A new agent in the same boot finishes the job, exactly once.
+    w.sim.refuse_reboots(None);
+    let agent = start_agent(&w).await;
+    timeout(Duration::from_secs(20), boots.changed())
+        .await
+        .expect("the reboot")
+        .expect("boot");
+    agent.abort();
+    let _agent = start_agent(&w).await;
+    wait_annotation(&mut w, keys::BOOTED_VERSION, Some("4230.0.0".into())).await;
+    assert!(
+        timeout(Duration::from_secs(3), boots.changed())
+            .await
+            .is_err(),
+        "rebooted twice"
+    );
+    assert_eq!(w.sim.reboots().borrow().number, 2);
+}
