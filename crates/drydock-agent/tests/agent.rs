@@ -291,3 +291,75 @@ async fn an_agent_restarted_after_acknowledging_finishes_the_reboot_once() {
     );
     assert_eq!(w.sim.reboots().borrow().number, 2);
 }
+
+#[tokio::test]
+async fn the_operators_channel_reaches_update_conf() {
+    let mut w = world().await;
+    let _agent = start_agent(&w).await;
+    wait_annotation(&mut w, keys::CHANNEL, Some("stable".into())).await;
+    let nodes: Api<Node> = Api::all(w.env.client());
+    let patch = serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": NODE, "annotations": {keys::DESIRED_CHANNEL: "beta"}},
+    });
+    nodes
+        .patch(
+            NODE,
+            &PatchParams::apply("drydock-operator").force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .expect("desired channel");
+    wait_annotation(&mut w, keys::CHANNEL, Some("beta".into())).await;
+    let conf = std::fs::read_to_string(w.root.path().join("etc/flatcar/update.conf"))
+        .expect("update.conf written");
+    assert_eq!(conf, "GROUP=beta\n");
+    assert_eq!(
+        Host::new(w.root.path())
+            .update_conf()
+            .expect("conf")
+            .server
+            .as_deref(),
+        Some("https://public.update.flatcar-linux.net/v1/update/")
+    );
+}
+
+#[tokio::test]
+async fn the_agent_keeps_running_while_update_engine_is_away() {
+    let mut w = world().await;
+    w.sim.stop_update_engine();
+    let _agent = start_agent(&w).await;
+    wait_annotation(&mut w, keys::UPDATE_STATUS, Some("unavailable".into())).await;
+    assert_eq!(
+        annotations(&w).await[keys::BOOTED_VERSION],
+        "4081.2.0",
+        "host facts are still reported"
+    );
+    w.sim
+        .start_update_engine()
+        .await
+        .expect("update_engine back");
+    wait_annotation(&mut w, keys::UPDATE_STATUS, Some("idle".into())).await;
+}
+
+#[tokio::test]
+async fn a_restarted_update_engine_reporting_0_0_0_does_not_lose_the_staged_version() {
+    let mut w = world().await;
+    let _agent = start_agent(&w).await;
+    wait_annotation(&mut w, keys::BOOTED_VERSION, Some("4081.2.0".into())).await;
+    stage_update(&w).await;
+    wait_annotation(&mut w, keys::STAGED_VERSION, Some("4230.0.0".into())).await;
+    w.sim.stop_update_engine();
+    wait_annotation(&mut w, keys::UPDATE_STATUS, Some("unavailable".into())).await;
+    assert_eq!(
+        annotations(&w).await[keys::STAGED_VERSION],
+        "4230.0.0",
+        "still staged while the service is away"
+    );
+    w.sim
+        .start_update_engine()
+        .await
+        .expect("update_engine back, reporting 0.0.0");
+    wait_annotation(&mut w, keys::UPDATE_STATUS, Some("staged".into())).await;
+    assert_eq!(annotations(&w).await[keys::STAGED_VERSION], "4230.0.0");
+}

@@ -67,6 +67,8 @@ pub struct SimHost {
     engine: Arc<Mutex<UpdateEngine>>,
     logind: Arc<Mutex<Option<Logind>>>,
     refuse: Arc<Mutex<Option<String>>>,
+    /// The running update_engine's bus connection (None while it is stopped).
+    ue_conn: Arc<Mutex<Option<zbus::Connection>>>,
     boots_tx: watch::Sender<Boot>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -174,37 +176,35 @@ impl SimHost {
             engine,
             logind: Arc::default(),
             refuse: Arc::default(),
+            ue_conn: Arc::default(),
             boots_tx,
             task,
         };
-        let (conns, requests) = host.bring_up().await?;
-        host.task = host.spawn_reboot_loop(conns, requests);
+        let (logind_conn, requests) = host.bring_up().await?;
+        host.task = host.spawn_reboot_loop(logind_conn, requests);
         Ok(host)
     }
 
     async fn bring_up(
         &self,
-    ) -> Result<
-        (
-            (zbus::Connection, zbus::Connection),
-            mpsc::UnboundedReceiver<bool>,
-        ),
-        HostError,
-    > {
+    ) -> Result<(zbus::Connection, mpsc::UnboundedReceiver<bool>), HostError> {
         let engine = self.engine.lock().map(|e| e.clone()).unwrap_or_default();
         let ue = update_engine::serve(&self.address, engine).await?;
+        if let Ok(mut slot) = self.ue_conn.lock() {
+            *slot = Some(ue);
+        }
         let (logind, requests) = Logind::new();
         logind.refuse(self.refuse.lock().ok().and_then(|r| r.clone()).as_deref());
         if let Ok(mut l) = self.logind.lock() {
             *l = Some(logind.clone());
         }
         let li = logind::serve(&self.address, logind).await?;
-        Ok(((ue, li), requests))
+        Ok((li, requests))
     }
 
     fn spawn_reboot_loop(
         &self,
-        conns: (zbus::Connection, zbus::Connection),
+        logind_conn: zbus::Connection,
         mut requests: mpsc::UnboundedReceiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let root = self.root.clone();
@@ -216,11 +216,14 @@ impl SimHost {
         let boots_tx = self.boots_tx.clone();
         let logind_slot = self.logind.clone();
         let refuse = self.refuse.clone();
+        let ue_slot = self.ue_conn.clone();
         tokio::spawn(async move {
-            let mut conns = Some(conns);
+            let mut logind_conn = Some(logind_conn);
             while requests.recv().await.is_some() {
                 // Power off: every service leaves the bus.
-                drop(conns.take());
+                drop(logind_conn.take());
+                let ue = ue_slot.lock().ok().and_then(|mut s| s.take());
+                drop(ue);
                 tokio::time::sleep(delay).await;
                 let staged = engine.lock().ok().and_then(|e| e.staged());
                 let boot = {
@@ -259,10 +262,42 @@ impl SimHost {
                     return;
                 };
                 requests = rx;
-                conns = Some((ue, li));
+                if let Ok(mut slot) = ue_slot.lock() {
+                    *slot = Some(ue);
+                }
+                logind_conn = Some(li);
                 let _ = boots_tx.send(boot);
             }
         })
+    }
+
+    /// Stops update_engine (`systemctl stop update-engine`): its name leaves the bus.
+    pub fn stop_update_engine(&self) {
+        let conn = self.ue_conn.lock().ok().and_then(|mut s| s.take());
+        drop(conn);
+    }
+
+    /// Starts update_engine again as a new process. Like the real one, a restarted
+    /// update_engine with an update in the spare slot reports UPDATED_NEED_REBOOT with
+    /// `new_version` 0.0.0.
+    pub async fn start_update_engine(&self) -> Result<(), HostError> {
+        self.stop_update_engine();
+        let staged = self.engine.lock().ok().and_then(|e| e.staged());
+        let mut fresh = UpdateEngine::new(self.step);
+        if let Some(v) = staged {
+            fresh = fresh.with_staged(&v).with_status(update_engine::Status {
+                current_operation: "UPDATE_STATUS_UPDATED_NEED_REBOOT".into(),
+                ..update_engine::Status::default()
+            });
+        }
+        if let Ok(mut e) = self.engine.lock() {
+            *e = fresh.clone();
+        }
+        let conn = update_engine::serve(&self.address, fresh).await?;
+        if let Ok(mut slot) = self.ue_conn.lock() {
+            *slot = Some(conn);
+        }
+        Ok(())
     }
 
     /// The current update_engine (replaced on every boot).

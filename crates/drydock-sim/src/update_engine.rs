@@ -95,6 +95,14 @@ impl UpdateEngine {
         self
     }
 
+    /// Records `version` as already staged in the spare slot (a restarted engine).
+    pub fn with_staged(self, version: &str) -> UpdateEngine {
+        if let Ok(mut i) = self.inner.lock() {
+            i.staged = Some(version.to_string());
+        }
+        self
+    }
+
     /// What the next check finds.
     pub fn set_offer(&self, offer: Option<Offer>) {
         if let Ok(mut i) = self.inner.lock() {
