@@ -88,7 +88,10 @@ async fn main() {
     tokio::time::sleep(window).await;
     let (rss1, sw1) = proc_status(agent.id());
     if let Ok(text) = std::fs::read_to_string(format!("/proc/{}/status", agent.id())) {
-        for l in text.lines().filter(|l| l.starts_with("Rss") || l.starts_with("Threads")) {
+        for l in text
+            .lines()
+            .filter(|l| l.starts_with("Rss") || l.starts_with("Threads"))
+        {
             println!("  {l}");
         }
     }
