@@ -13,6 +13,7 @@ pub mod agent;
 pub mod duration;
 #[cfg(feature = "k8s")]
 pub mod k8s;
+pub mod omaha;
 pub mod pin;
 pub mod planner;
 pub mod policy;
