@@ -67,6 +67,8 @@ pub struct SimHost {
     engine: Arc<Mutex<UpdateEngine>>,
     logind: Arc<Mutex<Option<Logind>>>,
     refuse: Arc<Mutex<Option<String>>>,
+    /// Set when update_engine speaks Omaha (reads the host's files before each check).
+    engine_root: Option<PathBuf>,
     /// The running update_engine's bus connection (None while it is stopped).
     ue_conn: Arc<Mutex<Option<zbus::Connection>>>,
     boots_tx: watch::Sender<Boot>,
@@ -102,6 +104,13 @@ fn write(root: &Path, rel: &str, content: &str) -> Result<(), HostError> {
     std::fs::write(&p, content).map_err(|e| HostError::Io(p.display().to_string(), e))
 }
 
+fn new_engine(step: Duration, root: Option<&Path>) -> UpdateEngine {
+    match root {
+        Some(r) => UpdateEngine::new(step).with_root(r),
+        None => UpdateEngine::new(step),
+    }
+}
+
 fn write_boot_files(root: &Path, s: &State) -> Result<(), HostError> {
     let partuuid = if s.slot_a {
         USR_A_PARTUUID
@@ -132,10 +141,39 @@ fn write_boot_files(root: &Path, s: &State) -> Result<(), HostError> {
     Ok(())
 }
 
+/// How to start a simulated Flatcar host.
+#[derive(Debug, Clone)]
+pub struct FlatcarOptions {
+    /// Version booted first (from USR-A).
+    pub version: String,
+    /// update_engine advances one step per `step`.
+    pub step: Duration,
+    /// How long a reboot keeps the host down.
+    pub reboot_delay: Duration,
+    /// An Omaha server: written as `SERVER` in /usr/share/flatcar/update.conf, and
+    /// update_engine then checks there (reading GROUP and SERVER before every check).
+    /// Without one, update_engine offers what a test sets with `set_offer`.
+    pub omaha: Option<String>,
+    /// `/etc/machine-id` (32 hex digits).
+    pub machine_id: String,
+}
+
+impl FlatcarOptions {
+    /// Defaults for `version`: 20 ms steps, 300 ms reboots, no Omaha server.
+    pub fn new(version: &str) -> FlatcarOptions {
+        FlatcarOptions {
+            version: version.to_string(),
+            step: Duration::from_millis(20),
+            reboot_delay: Duration::from_millis(300),
+            omaha: None,
+            machine_id: "0123456789abcdef0123456789abcdef".into(),
+        }
+    }
+}
+
 impl SimHost {
     /// Starts a Flatcar host booted from USR-A on `version`, with its services on the
-    /// bus at `address` and its files under `root`. update_engine advances one step per
-    /// `step`; a reboot keeps the host down for `reboot_delay`.
+    /// bus at `address` and its files under `root`, without an Omaha server.
     pub async fn start_flatcar(
         address: &str,
         root: &Path,
@@ -143,6 +181,28 @@ impl SimHost {
         step: Duration,
         reboot_delay: Duration,
     ) -> Result<SimHost, HostError> {
+        let mut o = FlatcarOptions::new(version);
+        o.step = step;
+        o.reboot_delay = reboot_delay;
+        SimHost::start(address, root, o).await
+    }
+
+    /// Starts a Flatcar host as `options` say.
+    pub async fn start(
+        address: &str,
+        root: &Path,
+        options: FlatcarOptions,
+    ) -> Result<SimHost, HostError> {
+        let FlatcarOptions {
+            version,
+            step,
+            reboot_delay,
+            omaha,
+            machine_id,
+        } = options;
+        let version = version.as_str();
+        write(root, "etc/machine-id", &format!("{machine_id}\n"))?;
+        let engine_root = omaha.as_ref().map(|_| root.to_path_buf());
         let state = State {
             slot_a: true,
             version: version.to_string(),
@@ -150,13 +210,14 @@ impl SimHost {
             fail_next_boot: false,
         };
         write_boot_files(root, &state)?;
-        if !root.join("usr/share/flatcar/update.conf").exists() {
-            write(
-                root,
-                "usr/share/flatcar/update.conf",
-                "GROUP=stable\nSERVER=https://public.update.flatcar-linux.net/v1/update/\n",
-            )?;
-        }
+        let server = omaha
+            .as_deref()
+            .unwrap_or("https://public.update.flatcar-linux.net/v1/update/");
+        write(
+            root,
+            "usr/share/flatcar/update.conf",
+            &format!("GROUP=stable\nSERVER={server}\n"),
+        )?;
         let first = Boot {
             number: 1,
             slot: "a".into(),
@@ -165,7 +226,7 @@ impl SimHost {
         };
         let (boots_tx, _) = watch::channel(first);
         let state = Arc::new(Mutex::new(state));
-        let engine = Arc::new(Mutex::new(UpdateEngine::new(step)));
+        let engine = Arc::new(Mutex::new(new_engine(step, engine_root.as_deref())));
         let task = tokio::spawn(async {});
         let mut host = SimHost {
             root: root.to_path_buf(),
@@ -177,6 +238,7 @@ impl SimHost {
             logind: Arc::default(),
             refuse: Arc::default(),
             ue_conn: Arc::default(),
+            engine_root: engine_root.clone(),
             boots_tx,
             task,
         };
@@ -208,6 +270,7 @@ impl SimHost {
         mut requests: mpsc::UnboundedReceiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let root = self.root.clone();
+        let engine_root = self.engine_root.clone();
         let address = self.address.clone();
         let step = self.step;
         let delay = self.reboot_delay;
@@ -246,7 +309,7 @@ impl SimHost {
                     }
                 };
                 // A fresh update_engine process: IDLE, nothing staged.
-                let fresh = UpdateEngine::new(step);
+                let fresh = new_engine(step, engine_root.as_deref());
                 if let Ok(mut e) = engine.lock() {
                     *e = fresh.clone();
                 }
@@ -283,7 +346,7 @@ impl SimHost {
     pub async fn start_update_engine(&self) -> Result<(), HostError> {
         self.stop_update_engine();
         let staged = self.engine.lock().ok().and_then(|e| e.staged());
-        let mut fresh = UpdateEngine::new(self.step);
+        let mut fresh = new_engine(self.step, self.engine_root.as_deref());
         if let Some(v) = staged {
             fresh = fresh.with_staged(&v).with_status(update_engine::Status {
                 current_operation: "UPDATE_STATUS_UPDATED_NEED_REBOOT".into(),

@@ -5,4 +5,5 @@
 pub mod bus;
 pub mod host;
 pub mod logind;
+pub mod omaha;
 pub mod update_engine;

@@ -75,6 +75,58 @@ struct Inner {
 pub struct UpdateEngine {
     inner: Arc<Mutex<Inner>>,
     step: Duration,
+    /// The host's root: when set, each check reads `GROUP` and `SERVER` from its
+    /// update.conf and, with a server, speaks Omaha to it.
+    root: Option<std::path::PathBuf>,
+}
+
+/// `KEY=value` pairs of a config file (missing file: none).
+fn conf(path: &std::path::Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        })
+        .collect()
+}
+
+/// What update_engine reads before a check: GROUP and SERVER (the administrator's
+/// /etc/flatcar/update.conf over the OS's /usr/share/flatcar/update.conf), the running
+/// version, the machine id and the boot id.
+struct CheckInput {
+    group: String,
+    server: Option<String>,
+    version: String,
+    machine_id: String,
+    boot_id: String,
+}
+
+fn check_input(root: &std::path::Path) -> CheckInput {
+    let mut merged = conf(&root.join("usr/share/flatcar/update.conf"));
+    merged.extend(conf(&root.join("etc/flatcar/update.conf")));
+    let last = |k: &str, from: &[(String, String)]| {
+        from.iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    let os = conf(&root.join("etc/os-release"));
+    CheckInput {
+        group: last("GROUP", &merged).unwrap_or_else(|| "stable".into()),
+        server: last("SERVER", &merged).filter(|s| !s.is_empty()),
+        version: last("VERSION_ID", &os).unwrap_or_else(|| "0.0.0".into()),
+        machine_id: std::fs::read_to_string(root.join("etc/machine-id"))
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        boot_id: std::fs::read_to_string(root.join("proc/sys/kernel/random/boot_id"))
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
 }
 
 impl UpdateEngine {
@@ -83,7 +135,15 @@ impl UpdateEngine {
         UpdateEngine {
             inner: Arc::default(),
             step,
+            root: None,
         }
+    }
+
+    /// Reads update.conf and the host's identity under `root` before each check, and
+    /// speaks Omaha to `SERVER` when it is set.
+    pub fn with_root(mut self, root: &std::path::Path) -> UpdateEngine {
+        self.root = Some(root.to_path_buf());
+        self
     }
 
     /// Starts in a given status (for example UPDATED_NEED_REBOOT after a restart, where
@@ -152,6 +212,12 @@ impl UpdateEngine {
         })
         .await;
         tokio::time::sleep(self.step).await;
+        if let Some(root) = &self.root {
+            let input = check_input(root);
+            if let Some(server) = input.server.clone() {
+                return self.omaha_attempt(&emitter, now, &server, &input).await;
+            }
+        }
         let offer = self.inner.lock().ok().and_then(|i| i.offer.clone());
         let Some(offer) = offer else {
             self.set(&emitter, |s| {
@@ -197,6 +263,133 @@ impl UpdateEngine {
             i.staged = Some(offer.version.clone());
         }
         self.set(&emitter, |s| {
+            s.current_operation = "UPDATE_STATUS_UPDATED_NEED_REBOOT".into()
+        })
+        .await;
+    }
+}
+
+impl UpdateEngine {
+    async fn fail(&self, emitter: &SignalEmitter<'_>, now: i64) {
+        self.set(emitter, |s| {
+            s.last_checked_time = now;
+            s.current_operation = "UPDATE_STATUS_REPORTING_ERROR_EVENT".into();
+        })
+        .await;
+        tokio::time::sleep(self.step).await;
+        self.set(emitter, Status::clear_to_idle).await;
+    }
+
+    /// A check against an Omaha server: request, offer, download with progress, SHA-256
+    /// verification against the offer, then the payload is staged.
+    async fn omaha_attempt(
+        &self,
+        emitter: &SignalEmitter<'_>,
+        now: i64,
+        server: &str,
+        input: &CheckInput,
+    ) {
+        use base64::Engine as _;
+        use futures_util::StreamExt as _;
+        use sha2::Digest as _;
+
+        let request = drydock_core::omaha::build_request(&drydock_core::omaha::AppRequest {
+            appid: drydock_core::omaha::FLATCAR_APP_ID.into(),
+            version: input.version.clone(),
+            track: input.group.clone(),
+            machineid: input.machine_id.clone(),
+            bootid: format!("{{{}}}", input.boot_id),
+            updatecheck: true,
+            events: Vec::new(),
+        });
+        let Ok(http) = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+        else {
+            return self.fail(emitter, now).await;
+        };
+        let reply = match http
+            .post(server)
+            .header("content-type", "text/xml")
+            .body(request)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => r.text().await.ok(),
+            _ => None,
+        };
+        let Some(Ok(check)) = reply.map(|t| drydock_core::omaha::parse_response(&t)) else {
+            return self.fail(emitter, now).await;
+        };
+        let offer = match check {
+            drydock_core::omaha::UpdateCheck::Offer(o) => o,
+            drydock_core::omaha::UpdateCheck::NoUpdate => {
+                self.set(emitter, |s| {
+                    s.last_checked_time = now;
+                    s.current_operation = "UPDATE_STATUS_IDLE".into();
+                })
+                .await;
+                return;
+            }
+            drydock_core::omaha::UpdateCheck::Error(_) => return self.fail(emitter, now).await,
+        };
+        let size = i64::try_from(offer.size).unwrap_or(i64::MAX);
+        self.set(emitter, |s| {
+            s.last_checked_time = now;
+            s.current_operation = "UPDATE_STATUS_UPDATE_AVAILABLE".into();
+            s.new_version = offer.version.clone();
+            s.new_size = size;
+        })
+        .await;
+        let url = format!("{}{}", offer.codebases[0], offer.package);
+        let Ok(resp) = http.get(&url).send().await else {
+            return self.fail(emitter, now).await;
+        };
+        if !resp.status().is_success() {
+            return self.fail(emitter, now).await;
+        }
+        let mut hasher = sha2::Sha256::new();
+        let mut received: u64 = 0;
+        let mut reported = 0.0f64;
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else {
+                return self.fail(emitter, now).await;
+            };
+            received += chunk.len() as u64;
+            if received > offer.size {
+                return self.fail(emitter, now).await;
+            }
+            hasher.update(&chunk);
+            let progress = (received as f64 / offer.size.max(1) as f64).min(1.0);
+            if progress - reported >= 0.25 || progress >= 1.0 {
+                reported = progress;
+                self.set(emitter, |s| {
+                    s.current_operation = "UPDATE_STATUS_DOWNLOADING".into();
+                    s.progress = progress;
+                })
+                .await;
+                tokio::time::sleep(self.step).await;
+            }
+        }
+        self.set(emitter, |s| {
+            s.current_operation = "UPDATE_STATUS_VERIFYING".into()
+        })
+        .await;
+        tokio::time::sleep(self.step).await;
+        let digest = base64::engine::general_purpose::STANDARD.encode(hasher.finalize());
+        if received != offer.size || digest != offer.sha256 {
+            return self.fail(emitter, now).await;
+        }
+        self.set(emitter, |s| {
+            s.current_operation = "UPDATE_STATUS_FINALIZING".into()
+        })
+        .await;
+        tokio::time::sleep(self.step).await;
+        if let Ok(mut i) = self.inner.lock() {
+            i.staged = Some(offer.version.clone());
+        }
+        self.set(emitter, |s| {
             s.current_operation = "UPDATE_STATUS_UPDATED_NEED_REBOOT".into()
         })
         .await;
