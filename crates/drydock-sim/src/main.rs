@@ -1,0 +1,130 @@
+//! `drydock-sim`: the host services drydock cannot run here, on a real bus.
+//!
+//! ```text
+//! drydock-sim host --bus ADDRESS --os flatcar --version V --root DIR [--omaha URL] [--machine-id ID]
+//! drydock-sim omaha --listen ADDR --release CHANNEL=VERSION ...
+//! ```
+//!
+//! `host` prints one JSON line per boot on stdout (`{"boot":2,"slot":"b","version":"…",
+//! "rolled_back":false}`): whoever runs the node's agent restarts it on each line after
+//! the first, as a real reboot would. `omaha` prints its update URL, then serves until
+//! Ctrl-C; `PUT /admin/releases/{channel}` changes the offered version while it runs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use drydock_sim::host::{FlatcarOptions, SimHost};
+use drydock_sim::omaha::OmahaServer;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "drydock-sim",
+    version,
+    about = "Simulated host services for drydock's tests and demo"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Os {
+    /// Flatcar Container Linux (update_engine + logind).
+    Flatcar,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve a simulated host's update service and logind on a bus.
+    Host {
+        /// D-Bus address to serve on (`unix:path=…`).
+        #[arg(long)]
+        bus: String,
+        /// OS family.
+        #[arg(long, value_enum)]
+        os: Os,
+        /// Version booted first.
+        #[arg(long)]
+        version: String,
+        /// Where the host's files live.
+        #[arg(long)]
+        root: PathBuf,
+        /// Omaha server for update checks (written as SERVER in update.conf).
+        #[arg(long)]
+        omaha: Option<String>,
+        /// /etc/machine-id (32 hex digits).
+        #[arg(long, default_value = "0123456789abcdef0123456789abcdef")]
+        machine_id: String,
+        /// Milliseconds per update_engine step.
+        #[arg(long, default_value_t = 200)]
+        step_ms: u64,
+        /// Milliseconds a reboot keeps the host down.
+        #[arg(long, default_value_t = 2000)]
+        reboot_ms: u64,
+    },
+    /// A fake upstream Omaha server.
+    Omaha {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// `CHANNEL=VERSION`, repeatable.
+        #[arg(long = "release", value_parser = parse_release)]
+        releases: Vec<(String, String)>,
+    },
+}
+
+fn parse_release(s: &str) -> Result<(String, String), String> {
+    let (c, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not CHANNEL=VERSION"))?;
+    if c.is_empty() || v.is_empty() {
+        return Err(format!("{s:?} is not CHANNEL=VERSION"));
+    }
+    Ok((c.to_string(), v.to_string()))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result: Result<(), String> = async {
+        match cli.command {
+            Command::Host { bus, os: Os::Flatcar, version, root, omaha, machine_id, step_ms, reboot_ms } => {
+                std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+                let options = FlatcarOptions {
+                    version,
+                    step: Duration::from_millis(step_ms),
+                    reboot_delay: Duration::from_millis(reboot_ms),
+                    omaha,
+                    machine_id,
+                };
+                let host = SimHost::start(&bus, &root, options).await.map_err(|e| e.to_string())?;
+                let mut boots = host.reboots();
+                loop {
+                    let b = boots.borrow_and_update().clone();
+                    println!("{}", serde_json::json!({"boot": b.number, "slot": b.slot, "version": b.version, "rolled_back": b.rolled_back}));
+                    tokio::select! {
+                        changed = boots.changed() => if changed.is_err() { return Ok(()) },
+                        _ = tokio::signal::ctrl_c() => return Ok(()),
+                    }
+                }
+            }
+            Command::Omaha { listen, releases } => {
+                let releases: BTreeMap<String, String> = releases.into_iter().collect();
+                let server = OmahaServer::start(listen, releases).await.map_err(|e| format!("listening on {listen}: {e}"))?;
+                println!("{}", server.url());
+                tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+                Ok(())
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("drydock-sim: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
