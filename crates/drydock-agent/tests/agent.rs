@@ -114,14 +114,52 @@ async fn stage_update(w: &World) {
     }
 }
 
+/// Writes `metadata` (labels, annotations) on the node as the operator does: server-side
+/// apply with the operator's field manager.
+async fn operator_apply(w: &World, metadata: serde_json::Value) {
+    let mut metadata = metadata;
+    metadata["name"] = serde_json::json!(NODE);
+    let patch = serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": metadata});
+    let nodes: Api<Node> = Api::all(w.env.client());
+    nodes
+        .patch(
+            NODE,
+            &PatchParams::apply("drydock-operator").force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .expect("operator's apply");
+}
+
+/// Starts the agent, waits for its first status, stages 4230.0.0 and waits until the
+/// Node shows it.
+async fn agent_with_staged_update(w: &mut World) -> JoinHandle<()> {
+    let agent = start_agent(w).await;
+    wait_annotation(w, keys::BOOTED_VERSION, Some("4081.2.0".into())).await;
+    stage_update(w).await;
+    wait_annotation(w, keys::STAGED_VERSION, Some("4230.0.0".into())).await;
+    agent
+}
+
+/// Fails if the host boots again within a few seconds.
+async fn assert_no_further_boot(
+    boots: &mut tokio::sync::watch::Receiver<drydock_sim::host::Boot>,
+    why: &str,
+) {
+    assert!(
+        timeout(Duration::from_secs(3), boots.changed())
+            .await
+            .is_err(),
+        "{why}"
+    );
+}
+
 /// What the operator writes to grant a reboot.
 async fn grant(w: &World, token: u64) {
     let a = annotations(w).await;
-    let patch = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": NODE,
+    operator_apply(
+        w,
+        serde_json::json!({
             "labels": {keys::PHASE: "RebootGranted"},
             "annotations": {
                 keys::PHASE_SINCE: jiff::Timestamp::now().to_string(),
@@ -131,17 +169,21 @@ async fn grant(w: &World, token: u64) {
                 keys::GRANT_BOOT_ID: a[keys::BOOT_ID],
                 keys::CORDONED: "true",
             },
-        },
-    });
+        }),
+    )
+    .await;
+}
+
+/// The node's labels.
+async fn labels(w: &World) -> BTreeMap<String, String> {
     let nodes: Api<Node> = Api::all(w.env.client());
     nodes
-        .patch(
-            NODE,
-            &PatchParams::apply("drydock-operator").force(),
-            &Patch::Apply(&patch),
-        )
+        .get(NODE)
         .await
-        .expect("grant");
+        .expect("node")
+        .metadata
+        .labels
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -160,16 +202,11 @@ async fn status_appears_on_the_node_and_a_grant_leads_to_exactly_one_reboot() {
 
     stage_update(&w).await;
     wait_annotation(&mut w, keys::STAGED_VERSION, Some("4230.0.0".into())).await;
-    let nodes: Api<Node> = Api::all(w.env.client());
-    let labels = nodes
-        .get(NODE)
-        .await
-        .expect("node")
-        .metadata
-        .labels
-        .unwrap_or_default();
     assert_eq!(
-        labels.get(keys::REBOOT_NEEDED).map(String::as_str),
+        labels(&w)
+            .await
+            .get(keys::REBOOT_NEEDED)
+            .map(String::as_str),
         Some("true")
     );
     assert_eq!(annotations(&w).await[keys::UPDATE_STATUS], "staged");
@@ -198,69 +235,41 @@ async fn status_appears_on_the_node_and_a_grant_leads_to_exactly_one_reboot() {
         !a.contains_key(keys::STAGED_VERSION),
         "the request is cleared"
     );
-    let labels = nodes
-        .get(NODE)
-        .await
-        .expect("node")
-        .metadata
-        .labels
-        .unwrap_or_default();
     assert_eq!(
-        labels.get(keys::REBOOT_NEEDED).map(String::as_str),
+        labels(&w)
+            .await
+            .get(keys::REBOOT_NEEDED)
+            .map(String::as_str),
         Some("false")
     );
     // The grant is still on the node; it must not reboot the host again.
-    assert!(
-        timeout(Duration::from_secs(3), boots.changed())
-            .await
-            .is_err(),
-        "rebooted twice for one grant"
-    );
+    assert_no_further_boot(&mut boots, "rebooted twice for one grant").await;
     assert_eq!(w.sim.reboots().borrow().number, 2);
 }
 
 #[tokio::test]
 async fn no_grant_no_reboot_and_a_stale_grant_is_refused() {
     let mut w = world().await;
-    let _agent = start_agent(&w).await;
-    wait_annotation(&mut w, keys::BOOTED_VERSION, Some("4081.2.0".into())).await;
-    stage_update(&w).await;
-    wait_annotation(&mut w, keys::STAGED_VERSION, Some("4230.0.0".into())).await;
+    let _agent = agent_with_staged_update(&mut w).await;
     let mut boots = w.sim.reboots();
     // A grant written for another boot (say, forged or left from before a crash).
-    let nodes: Api<Node> = Api::all(w.env.client());
-    let patch = serde_json::json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": NODE, "labels": {keys::PHASE: "RebootGranted"}, "annotations": {
+    operator_apply(
+        &w,
+        serde_json::json!({"labels": {keys::PHASE: "RebootGranted"}, "annotations": {
             keys::PHASE_SINCE: jiff::Timestamp::now().to_string(),
             keys::REBOOT_TOKEN: "5", keys::TARGET_VERSION: "4230.0.0",
             keys::GRANT_SLOT: "a", keys::GRANT_BOOT_ID: "00000000-0000-4000-a000-000000000000",
-        }},
-    });
-    nodes
-        .patch(
-            NODE,
-            &PatchParams::apply("drydock-operator").force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .expect("stale grant");
-    assert!(
-        timeout(Duration::from_secs(3), boots.changed())
-            .await
-            .is_err(),
-        "rebooted for a grant of another boot"
-    );
+        }}),
+    )
+    .await;
+    assert_no_further_boot(&mut boots, "rebooted for a grant of another boot").await;
     assert!(!annotations(&w).await.contains_key(keys::REBOOT_ACK));
 }
 
 #[tokio::test]
 async fn an_agent_restarted_after_acknowledging_finishes_the_reboot_once() {
     let mut w = world().await;
-    let agent = start_agent(&w).await;
-    wait_annotation(&mut w, keys::BOOTED_VERSION, Some("4081.2.0".into())).await;
-    stage_update(&w).await;
-    wait_annotation(&mut w, keys::STAGED_VERSION, Some("4230.0.0".into())).await;
+    let agent = agent_with_staged_update(&mut w).await;
     // logind refuses at first: the agent acknowledges, fails to reboot, and is killed.
     w.sim
         .refuse_reboots(Some("a shutdown is already scheduled"));
@@ -283,12 +292,7 @@ async fn an_agent_restarted_after_acknowledging_finishes_the_reboot_once() {
     agent.abort();
     let _agent = start_agent(&w).await;
     wait_annotation(&mut w, keys::BOOTED_VERSION, Some("4230.0.0".into())).await;
-    assert!(
-        timeout(Duration::from_secs(3), boots.changed())
-            .await
-            .is_err(),
-        "rebooted twice"
-    );
+    assert_no_further_boot(&mut boots, "rebooted twice").await;
     assert_eq!(w.sim.reboots().borrow().number, 2);
 }
 
@@ -297,19 +301,11 @@ async fn the_operators_channel_reaches_update_conf() {
     let mut w = world().await;
     let _agent = start_agent(&w).await;
     wait_annotation(&mut w, keys::CHANNEL, Some("stable".into())).await;
-    let nodes: Api<Node> = Api::all(w.env.client());
-    let patch = serde_json::json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": NODE, "annotations": {keys::DESIRED_CHANNEL: "beta"}},
-    });
-    nodes
-        .patch(
-            NODE,
-            &PatchParams::apply("drydock-operator").force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .expect("desired channel");
+    operator_apply(
+        &w,
+        serde_json::json!({"annotations": {keys::DESIRED_CHANNEL: "beta"}}),
+    )
+    .await;
     wait_annotation(&mut w, keys::CHANNEL, Some("beta".into())).await;
     let conf = std::fs::read_to_string(w.root.path().join("etc/flatcar/update.conf"))
         .expect("update.conf written");
@@ -345,10 +341,7 @@ async fn the_agent_keeps_running_while_update_engine_is_away() {
 #[tokio::test]
 async fn a_restarted_update_engine_reporting_0_0_0_does_not_lose_the_staged_version() {
     let mut w = world().await;
-    let _agent = start_agent(&w).await;
-    wait_annotation(&mut w, keys::BOOTED_VERSION, Some("4081.2.0".into())).await;
-    stage_update(&w).await;
-    wait_annotation(&mut w, keys::STAGED_VERSION, Some("4230.0.0".into())).await;
+    let _agent = agent_with_staged_update(&mut w).await;
     w.sim.stop_update_engine();
     wait_annotation(&mut w, keys::UPDATE_STATUS, Some("unavailable".into())).await;
     assert_eq!(

@@ -421,38 +421,36 @@ impl Reader<'_> {
         map.get(key).map(String::as_str)
     }
 
-    fn id(&mut self, key: &str) -> Option<String> {
-        let v = self.raw(key, false)?;
-        let ok = !v.is_empty()
-            && v.len() <= MAX_ID_LEN
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:+".contains(&b));
-        if ok {
-            Some(v.to_string())
+    /// The value under `key` if `valid` accepts it; otherwise an error saying it `is_not`.
+    fn checked(&mut self, key: &str, valid: impl Fn(&str) -> bool, is_not: &str) -> Option<String> {
+        let v = self.raw(key, false)?.to_string();
+        if valid(&v) {
+            Some(v)
         } else {
-            let v = v.to_string();
-            self.fail(
-                key,
-                &v,
-                &format!("is not an identifier (1-{MAX_ID_LEN} characters of [A-Za-z0-9-_.:+])"),
-            );
+            self.fail(key, &v, is_not);
             None
         }
     }
 
+    fn id(&mut self, key: &str) -> Option<String> {
+        self.checked(
+            key,
+            |v| {
+                !v.is_empty()
+                    && v.len() <= MAX_ID_LEN
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:+".contains(&b))
+            },
+            &format!("is not an identifier (1-{MAX_ID_LEN} characters of [A-Za-z0-9-_.:+])"),
+        )
+    }
+
     fn text(&mut self, key: &str) -> Option<String> {
-        let v = self.raw(key, false)?;
-        if v.len() <= MAX_TEXT_LEN && !v.chars().any(|c| c.is_control() && c != '\n') {
-            Some(v.to_string())
-        } else {
-            let v = v.to_string();
-            self.fail(
-                key,
-                &v,
-                &format!("is not text of at most {MAX_TEXT_LEN} bytes without control characters"),
-            );
-            None
-        }
+        self.checked(
+            key,
+            |v| v.len() <= MAX_TEXT_LEN && !v.chars().any(|c| c.is_control() && c != '\n'),
+            &format!("is not text of at most {MAX_TEXT_LEN} bytes without control characters"),
+        )
     }
 
     fn token(&mut self, key: &str) -> Option<u64> {
