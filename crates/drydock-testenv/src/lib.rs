@@ -441,6 +441,24 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// The last `lines` lines of every component's log, each under a header naming the
+    /// component: what a failing test prints (the drop prints it while unwinding).
+    pub fn log_tails(&self, lines: usize) -> String {
+        self.components
+            .iter()
+            .map(|c| {
+                format!(
+                    "---- {} (pid {}) log tail ----\n{}\n",
+                    c.name,
+                    c.pid(),
+                    process::tail(&c.log, lines)
+                )
+            })
+            .collect()
+    }
+}
+
 /// A stable 32-hex-digit machine id for a node name (what `/etc/machine-id` holds).
 pub fn machine_id(name: &str) -> String {
     let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
@@ -465,14 +483,7 @@ async fn client_from(kubeconfig: &Path) -> Result<kube::Client, Error> {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for c in &self.components {
-                eprintln!(
-                    "---- {} (pid {}) log tail ----\n{}",
-                    c.name,
-                    c.pid(),
-                    process::tail(&c.log, 40)
-                );
-            }
+            eprint!("{}", self.log_tails(40));
         }
         // Stop in reverse start order: clients first, etcd last.
         while let Some(mut c) = self.components.pop() {

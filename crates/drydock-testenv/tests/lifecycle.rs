@@ -49,6 +49,36 @@ fn wait_all_gone(pids: &[u32], within: Duration) {
 }
 
 #[tokio::test]
+async fn a_failing_test_gets_every_components_log_tail() {
+    let env = TestEnv::start().await.expect("control plane starts");
+    let report = env.log_tails(40);
+    for name in [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok",
+    ] {
+        assert!(
+            report.contains(&format!("---- {name} (pid ")),
+            "no section for {name}:\n{report}"
+        );
+    }
+    // The API server logs as it starts, so its section is not empty.
+    let api = report
+        .split("---- ")
+        .find(|s| s.starts_with("kube-apiserver"))
+        .expect("apiserver section");
+    assert!(api.lines().count() > 2, "{api}");
+    // The drop prints this report while a panic unwinds.
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _env = env;
+        panic!("a failing test");
+    }));
+    assert!(unwound.is_err());
+}
+
+#[tokio::test]
 async fn dropping_the_handle_stops_every_component() {
     let env = TestEnv::start().await.expect("control plane starts");
     let pids: Vec<u32> = env.components().iter().map(|c| c.pid()).collect();
