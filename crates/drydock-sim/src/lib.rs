@@ -6,4 +6,5 @@ pub mod bus;
 pub mod host;
 pub mod logind;
 pub mod omaha;
+pub mod rpm_ostree;
 pub mod update_engine;

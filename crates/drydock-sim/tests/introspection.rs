@@ -2,6 +2,7 @@
 //! names, types and directions, same signals (compared with `upstream/*.xml`).
 
 use drydock_sim::bus::PrivateBus;
+use drydock_sim::rpm_ostree as ostree;
 use drydock_sim::update_engine::{self as sim, UpdateEngine};
 
 /// The members of one interface in an introspection document, normalised to lines like
@@ -101,24 +102,130 @@ async fn update_engine_matches_the_upstream_introspection() {
         ],
         "the parser reads the upstream file"
     );
-    let mut got = members(&ours, "com.coreos.update1.Manager");
-    let mut want_sorted = want.clone();
-    // Member order is not significant on D-Bus; argument order within a member is.
-    fn group(lines: &[String]) -> Vec<Vec<String>> {
-        let mut groups: Vec<Vec<String>> = Vec::new();
-        for l in lines {
-            if l.starts_with("arg ") {
-                if let Some(g) = groups.last_mut() {
-                    g.push(l.clone());
-                }
-            } else {
-                groups.push(vec![l.clone()]);
+    assert_same(&want, &ours, "com.coreos.update1.Manager");
+}
+
+/// Member order is not significant on D-Bus; argument order within a member is.
+fn group(lines: &[String]) -> Vec<Vec<String>> {
+    let mut groups: Vec<Vec<String>> = Vec::new();
+    for l in lines {
+        if l.starts_with("arg ") {
+            if let Some(g) = groups.last_mut() {
+                g.push(l.clone());
             }
+        } else {
+            groups.push(vec![l.clone()]);
         }
-        groups.sort();
-        groups
     }
-    assert_eq!(group(&got), group(&want_sorted), "ours:\n{ours}");
-    got.clear();
-    want_sorted.clear();
+    groups.sort();
+    groups
+}
+
+fn assert_same(want: &[String], ours: &str, interface: &str) {
+    assert!(!want.is_empty(), "upstream {interface} has members");
+    let got = members(ours, interface);
+    assert_eq!(group(&got), group(want), "{interface}; ours:\n{ours}");
+}
+
+async fn introspect(conn: &zbus::Connection, dest: Option<&str>, path: &str) -> String {
+    let reply = conn
+        .call_method(
+            dest,
+            path,
+            Some("org.freedesktop.DBus.Introspectable"),
+            "Introspect",
+            &(),
+        )
+        .await
+        .expect("Introspect");
+    reply.body().deserialize().expect("XML string")
+}
+
+const RPM_OSTREE_XML: &str = include_str!("../upstream/org.projectatomic.rpmostree1.xml");
+
+fn fcos(bus: &PrivateBus, dir: &std::path::Path) -> ostree::RpmOstree {
+    let _ = bus;
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    ostree::RpmOstree::new(
+        "fedora-coreos",
+        "41.20241109.3.0",
+        "fedora/x86_64/coreos/stable",
+        std::time::Duration::from_millis(5),
+        dir.join("run"),
+        tx,
+    )
+}
+
+#[tokio::test]
+async fn rpm_ostree_objects_match_the_upstream_introspection() {
+    let bus = PrivateBus::start().expect("private dbus-daemon");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _daemon = ostree::serve(bus.address(), fcos(&bus, dir.path()))
+        .await
+        .expect("serve");
+    let conn = bus.connect().await.expect("connect");
+    let sysroot = introspect(&conn, Some(ostree::BUS_NAME), ostree::SYSROOT_PATH).await;
+    let want = members(RPM_OSTREE_XML, "org.projectatomic.rpmostree1.Sysroot");
+    assert!(want.contains(&"method RegisterClient".to_string()));
+    assert_same(&want, &sysroot, "org.projectatomic.rpmostree1.Sysroot");
+    let os = introspect(
+        &conn,
+        Some(ostree::BUS_NAME),
+        &ostree::os_path("fedora-coreos"),
+    )
+    .await;
+    for iface in [
+        "org.projectatomic.rpmostree1.OS",
+        "org.projectatomic.rpmostree1.OSExperimental",
+    ] {
+        assert_same(&members(RPM_OSTREE_XML, iface), &os, iface);
+    }
+    let want_os = members(RPM_OSTREE_XML, "org.projectatomic.rpmostree1.OS");
+    for m in [
+        "method UpdateDeployment",
+        "arg in a{sv} modifiers",
+        "method FinalizeDeployment",
+        "method Rebase",
+        "property Deployments aa{sv} read",
+    ] {
+        assert!(
+            want_os.contains(&m.to_string()) || want.contains(&m.to_string()),
+            "the parser reads {m} from the upstream file"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rpm_ostree_transactions_match_the_upstream_introspection() {
+    let bus = PrivateBus::start().expect("private dbus-daemon");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _daemon = ostree::serve(bus.address(), fcos(&bus, dir.path()))
+        .await
+        .expect("serve");
+    let conn = bus.connect().await.expect("connect");
+    let options: std::collections::HashMap<&str, zbus::zvariant::Value<'_>> =
+        std::collections::HashMap::new();
+    let reply = conn
+        .call_method(
+            Some(ostree::BUS_NAME),
+            ostree::os_path("fedora-coreos").as_str(),
+            Some(ostree::OS_INTERFACE),
+            "UpdateDeployment",
+            &(&options, &options),
+        )
+        .await
+        .expect("UpdateDeployment");
+    let address: String = reply.body().deserialize().expect("transaction address");
+    let p2p = zbus::connection::Builder::address(address.as_str())
+        .expect("address")
+        .p2p()
+        .build()
+        .await
+        .expect("connect to the transaction");
+    let xml = introspect(&p2p, None, "/").await;
+    assert_same(
+        &members(RPM_OSTREE_XML, "org.projectatomic.rpmostree1.Transaction"),
+        &xml,
+        "org.projectatomic.rpmostree1.Transaction",
+    );
 }
