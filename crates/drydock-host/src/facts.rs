@@ -137,7 +137,8 @@ impl Host {
         self.root.join(rel.trim_start_matches('/'))
     }
 
-    /// The OS family and `VERSION_ID` from `/etc/os-release`.
+    /// The OS family and its full version from `/etc/os-release`: `VERSION_ID` on
+    /// Flatcar; `OSTREE_VERSION` on CoreOS, whose `VERSION_ID` is only the Fedora major.
     pub fn os_release(&self) -> Result<(Family, String), FactsError> {
         let path = self.path("etc/os-release");
         let kv = key_values(&read(&path)?);
@@ -155,7 +156,17 @@ impl Host {
                 });
             }
         };
-        let version = kv.get("VERSION_ID").cloned().unwrap_or_default();
+        let key = match family {
+            Family::Flatcar => "VERSION_ID",
+            Family::CoreOs => "OSTREE_VERSION",
+        };
+        let version = kv.get(key).cloned().unwrap_or_default();
+        if version.is_empty() {
+            return Err(FactsError::Malformed {
+                path,
+                detail: format!("{key} is missing"),
+            });
+        }
         Ok((family, version))
     }
 
@@ -332,9 +343,19 @@ mod tests {
         );
         let (_d, h) = host_with(&[(
             "etc/os-release",
-            "ID=fedora\nVARIANT_ID=coreos\nVERSION_ID=41\n",
+            "ID=fedora\nVARIANT_ID=coreos\nVERSION_ID=41\nOSTREE_VERSION='41.20241109.3.0'\n",
         )]);
-        assert_eq!(h.os_release().unwrap().0, Family::CoreOs);
+        assert_eq!(
+            h.os_release().unwrap(),
+            (Family::CoreOs, "41.20241109.3.0".into())
+        );
+        let (_d, h) = host_with(&[("etc/os-release", "ID=fedora\nVARIANT_ID=coreos\n")]);
+        assert!(
+            h.os_release()
+                .unwrap_err()
+                .to_string()
+                .contains("OSTREE_VERSION is missing")
+        );
         let (_d, h) = host_with(&[("etc/os-release", "ID=ubuntu\n")]);
         assert!(
             h.os_release()

@@ -1,12 +1,16 @@
-//! A simulated Flatcar host: its files under a root directory (`/etc/os-release`,
-//! `/proc/cmdline`, the boot id, `update.conf`), its update_engine and logind on a bus,
-//! and what a reboot does to them.
+//! A simulated host — Flatcar or Fedora CoreOS: its files under a root directory
+//! (`/etc/os-release`, `/proc/cmdline`, the boot id, Flatcar's `update.conf`), its update
+//! service (update_engine or rpm-ostree) and logind on a bus, and what a reboot does to
+//! them.
 //!
-//! A reboot (logind `Reboot`) takes the services off the bus, waits, then boots: into the
-//! spare USR slot when update_engine staged a version there, or — when told that boot
-//! fails — back into the old slot, as GRUB does when the new slot's one try is used up
-//! (a rollback). Either way the boot id changes and the services come back as new
-//! processes (new owners of their bus names), update_engine in IDLE.
+//! A reboot (logind `Reboot`, or rpm-ostree's `FinalizeDeployment`) takes the services off
+//! the bus, waits, then boots. Flatcar: into the spare USR slot when update_engine staged a
+//! version there, or — when told that boot fails — back into the old slot, as GRUB does
+//! when the new slot's one try is used up (a rollback). Fedora CoreOS: into the staged
+//! deployment if it was finalized (a still-locked one is dropped), or back into the old
+//! one when told that boot fails. Either way the boot id changes and the services come
+//! back as new processes (new owners of their bus names); update_engine starts in IDLE,
+//! rpm-ostree with the deployments on disk.
 //!
 //! How the agent survives a simulated reboot: it is a process of the host, so whoever
 //! runs it (a test, the demo) restarts it when [`SimHost::reboots`] reports a boot.
@@ -18,6 +22,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::logind::{self, Logind};
+use crate::rpm_ostree::{self, RpmOstree};
 use crate::update_engine::{self, UpdateEngine};
 
 /// PARTUUID of USR-A (as on real Flatcar).
@@ -41,7 +46,7 @@ pub enum HostError {
 pub struct Boot {
     /// Boots since the host started (the first boot is 1).
     pub number: u32,
-    /// Slot booted (`a` or `b`).
+    /// Slot booted (`a` or `b`; on CoreOS the booted commit checksum).
     pub slot: String,
     /// Version booted.
     pub version: String,
@@ -57,6 +62,12 @@ struct State {
     fail_next_boot: bool,
 }
 
+/// The running update service (None while stopped or powered off).
+enum Updater {
+    Engine(#[allow(dead_code)] zbus::Connection),
+    Ostree(#[allow(dead_code)] rpm_ostree::Daemon),
+}
+
 /// The simulated host.
 pub struct SimHost {
     root: PathBuf,
@@ -65,12 +76,15 @@ pub struct SimHost {
     reboot_delay: Duration,
     state: Arc<Mutex<State>>,
     engine: Arc<Mutex<UpdateEngine>>,
-    logind: Arc<Mutex<Option<Logind>>>,
+    /// Set on Fedora CoreOS (then there is no update_engine).
+    ostree: Option<RpmOstree>,
+    /// logind and its connection (None while powered off).
+    logind: Arc<Mutex<Option<(Logind, zbus::Connection)>>>,
     refuse: Arc<Mutex<Option<String>>>,
     /// Set when update_engine speaks Omaha (reads the host's files before each check).
     engine_root: Option<PathBuf>,
-    /// The running update_engine's bus connection (None while it is stopped).
-    ue_conn: Arc<Mutex<Option<zbus::Connection>>>,
+    updater: Arc<Mutex<Option<Updater>>>,
+    reboot_tx: mpsc::UnboundedSender<bool>,
     boots_tx: watch::Sender<Boot>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -141,6 +155,32 @@ fn write_boot_files(root: &Path, s: &State) -> Result<(), HostError> {
     Ok(())
 }
 
+fn write_fcos_files(root: &Path, boots: u32, d: &rpm_ostree::Deployment) -> Result<(), HostError> {
+    let v = &d.version;
+    let major = v.split('.').next().unwrap_or("");
+    write(
+        root,
+        "etc/os-release",
+        &format!(
+            "NAME=\"Fedora Linux\"\nVERSION=\"{v} (CoreOS)\"\nID=fedora\nVERSION_ID={major}\nVARIANT=\"CoreOS\"\nVARIANT_ID=coreos\nOSTREE_VERSION='{v}'\nPRETTY_NAME=\"Fedora CoreOS {v} (simulated)\"\n"
+        ),
+    )?;
+    write(
+        root,
+        "proc/cmdline",
+        &format!(
+            "BOOT_IMAGE=(hd0,gpt3)/boot/ostree/fedora-coreos-{c}/vmlinuz rw root=UUID=sim ostree=/ostree/boot.{n}/fedora-coreos/{c}/0 ignition.platform.id=qemu\n",
+            c = d.checksum,
+            n = boots % 2
+        ),
+    )?;
+    write(
+        root,
+        "proc/sys/kernel/random/boot_id",
+        &format!("{}\n", boot_id(boots, &root.display().to_string())),
+    )
+}
+
 /// How to start a simulated Flatcar host.
 #[derive(Debug, Clone)]
 pub struct FlatcarOptions {
@@ -171,6 +211,39 @@ impl FlatcarOptions {
     }
 }
 
+/// How to start a simulated Fedora CoreOS host.
+#[derive(Debug, Clone)]
+pub struct FcosOptions {
+    /// Version booted first (`41.20241109.3.0`).
+    pub version: String,
+    /// Stream the origin follows (`stable`, `testing`, `next`).
+    pub stream: String,
+    /// rpm-ostree transactions advance one step per `step`.
+    pub step: Duration,
+    /// How long a reboot keeps the host down.
+    pub reboot_delay: Duration,
+    /// `/etc/machine-id` (32 hex digits).
+    pub machine_id: String,
+}
+
+impl FcosOptions {
+    /// Defaults for `version`: stream `stable`, 20 ms steps, 300 ms reboots.
+    pub fn new(version: &str) -> FcosOptions {
+        FcosOptions {
+            version: version.to_string(),
+            stream: "stable".into(),
+            step: Duration::from_millis(20),
+            reboot_delay: Duration::from_millis(300),
+            machine_id: "0123456789abcdef0123456789abcdef".into(),
+        }
+    }
+}
+
+/// The ref of a Fedora CoreOS stream (`fedora/x86_64/coreos/stable`).
+pub fn fcos_ref(stream: &str) -> String {
+    format!("fedora/x86_64/coreos/{stream}")
+}
+
 impl SimHost {
     /// Starts a Flatcar host booted from USR-A on `version`, with its services on the
     /// bus at `address` and its files under `root`, without an Omaha server.
@@ -185,6 +258,35 @@ impl SimHost {
         o.step = step;
         o.reboot_delay = reboot_delay;
         SimHost::start(address, root, o).await
+    }
+
+    fn assemble(
+        address: &str,
+        root: &Path,
+        state: State,
+        first: Boot,
+        step: Duration,
+        reboot_delay: Duration,
+    ) -> (SimHost, mpsc::UnboundedReceiver<bool>) {
+        let (boots_tx, _) = watch::channel(first);
+        let (reboot_tx, reboot_rx) = mpsc::unbounded_channel();
+        let host = SimHost {
+            root: root.to_path_buf(),
+            address: address.to_string(),
+            step,
+            reboot_delay,
+            state: Arc::new(Mutex::new(state)),
+            engine: Arc::new(Mutex::new(UpdateEngine::new(step))),
+            ostree: None,
+            logind: Arc::default(),
+            refuse: Arc::default(),
+            updater: Arc::default(),
+            engine_root: None,
+            reboot_tx,
+            boots_tx,
+            task: tokio::spawn(async {}),
+        };
+        (host, reboot_rx)
     }
 
     /// Starts a Flatcar host as `options` say.
@@ -224,49 +326,77 @@ impl SimHost {
             version: version.to_string(),
             rolled_back: false,
         };
-        let (boots_tx, _) = watch::channel(first);
-        let state = Arc::new(Mutex::new(state));
-        let engine = Arc::new(Mutex::new(new_engine(step, engine_root.as_deref())));
-        let task = tokio::spawn(async {});
-        let mut host = SimHost {
-            root: root.to_path_buf(),
-            address: address.to_string(),
-            step,
-            reboot_delay,
-            state,
-            engine,
-            logind: Arc::default(),
-            refuse: Arc::default(),
-            ue_conn: Arc::default(),
-            engine_root: engine_root.clone(),
-            boots_tx,
-            task,
-        };
-        let (logind_conn, requests) = host.bring_up().await?;
-        host.task = host.spawn_reboot_loop(logind_conn, requests);
+        let (mut host, requests) =
+            SimHost::assemble(address, root, state, first, step, reboot_delay);
+        host.engine = Arc::new(Mutex::new(new_engine(step, engine_root.as_deref())));
+        host.engine_root = engine_root;
+        host.bring_up().await?;
+        host.task = host.spawn_reboot_loop(requests);
         Ok(host)
     }
 
-    async fn bring_up(
-        &self,
-    ) -> Result<(zbus::Connection, mpsc::UnboundedReceiver<bool>), HostError> {
-        let engine = self.engine.lock().map(|e| e.clone()).unwrap_or_default();
-        let ue = update_engine::serve(&self.address, engine).await?;
-        if let Ok(mut slot) = self.ue_conn.lock() {
-            *slot = Some(ue);
+    /// Starts a Fedora CoreOS host booted on `options.version` from its stream's ref, with
+    /// rpm-ostree and logind on the bus at `address` and its files under `root`. The
+    /// stream's remote offers only that version until [`RpmOstree::publish`] adds one
+    /// (see [`SimHost::ostree`]).
+    pub async fn start_fcos(
+        address: &str,
+        root: &Path,
+        options: FcosOptions,
+    ) -> Result<SimHost, HostError> {
+        write(root, "etc/machine-id", &format!("{}\n", options.machine_id))?;
+        let state = State {
+            slot_a: true,
+            version: options.version.clone(),
+            boots: 1,
+            fail_next_boot: false,
+        };
+        let (mut host, requests) = SimHost::assemble(
+            address,
+            root,
+            state,
+            Boot {
+                number: 1,
+                slot: rpm_ostree::checksum_of(&options.version),
+                version: options.version.clone(),
+                rolled_back: false,
+            },
+            options.step,
+            options.reboot_delay,
+        );
+        let ostree = RpmOstree::new(
+            "fedora-coreos",
+            &options.version,
+            &fcos_ref(&options.stream),
+            options.step,
+            root.join("run/rpm-ostree"),
+            host.reboot_tx.clone(),
+        );
+        if let Some(booted) = ostree.booted() {
+            write_fcos_files(root, 1, &booted)?;
         }
-        let (logind, requests) = Logind::new();
-        logind.refuse(self.refuse.lock().ok().and_then(|r| r.clone()).as_deref());
-        if let Ok(mut l) = self.logind.lock() {
-            *l = Some(logind.clone());
-        }
-        let li = logind::serve(&self.address, logind).await?;
-        Ok((li, requests))
+        host.ostree = Some(ostree);
+        host.bring_up().await?;
+        host.task = host.spawn_reboot_loop(requests);
+        Ok(host)
+    }
+
+    /// Serves the update service and logind as new processes.
+    async fn bring_up(&self) -> Result<(), HostError> {
+        bring_up(
+            &self.address,
+            self.ostree.as_ref(),
+            &self.engine,
+            &self.updater,
+            &self.logind,
+            &self.refuse,
+            &self.reboot_tx,
+        )
+        .await
     }
 
     fn spawn_reboot_loop(
         &self,
-        logind_conn: zbus::Connection,
         mut requests: mpsc::UnboundedReceiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let root = self.root.clone();
@@ -276,99 +406,134 @@ impl SimHost {
         let delay = self.reboot_delay;
         let state = self.state.clone();
         let engine = self.engine.clone();
+        let ostree = self.ostree.clone();
         let boots_tx = self.boots_tx.clone();
         let logind_slot = self.logind.clone();
         let refuse = self.refuse.clone();
-        let ue_slot = self.ue_conn.clone();
+        let updater = self.updater.clone();
+        let reboot_tx = self.reboot_tx.clone();
         tokio::spawn(async move {
-            let mut logind_conn = Some(logind_conn);
             while requests.recv().await.is_some() {
                 // Power off: every service leaves the bus.
-                drop(logind_conn.take());
-                let ue = ue_slot.lock().ok().and_then(|mut s| s.take());
-                drop(ue);
-                tokio::time::sleep(delay).await;
-                let staged = engine.lock().ok().and_then(|e| e.staged());
-                let boot = {
-                    let Ok(mut s) = state.lock() else { return };
-                    s.boots += 1;
-                    let rolled_back = staged.is_some() && s.fail_next_boot;
-                    if let (Some(v), false) = (&staged, rolled_back) {
-                        s.slot_a = !s.slot_a;
-                        s.version = v.clone();
-                    }
-                    s.fail_next_boot = false;
-                    if write_boot_files(&root, &s).is_err() {
-                        return;
-                    }
-                    Boot {
-                        number: s.boots,
-                        slot: if s.slot_a { "a" } else { "b" }.into(),
-                        version: s.version.clone(),
-                        rolled_back,
-                    }
-                };
-                // A fresh update_engine process: IDLE, nothing staged.
-                let fresh = new_engine(step, engine_root.as_deref());
-                if let Ok(mut e) = engine.lock() {
-                    *e = fresh.clone();
-                }
-                let Ok(ue) = update_engine::serve(&address, fresh).await else {
-                    return;
-                };
-                let (logind, rx) = Logind::new();
-                logind.refuse(refuse.lock().ok().and_then(|r| r.clone()).as_deref());
+                let old = updater.lock().ok().and_then(|mut s| s.take());
+                drop(old);
                 if let Ok(mut l) = logind_slot.lock() {
-                    *l = Some(logind.clone());
+                    *l = None;
                 }
-                let Ok(li) = logind::serve(&address, logind).await else {
-                    return;
+                tokio::time::sleep(delay).await;
+                let fail = state
+                    .lock()
+                    .map(|mut s| std::mem::take(&mut s.fail_next_boot))
+                    .unwrap_or(false);
+                let boot = match &ostree {
+                    Some(o) => {
+                        let Some((booted, rolled_back)) = o.boot(fail) else {
+                            return;
+                        };
+                        let Ok(mut s) = state.lock() else { return };
+                        s.boots += 1;
+                        s.version = booted.version.clone();
+                        if write_fcos_files(&root, s.boots, &booted).is_err() {
+                            return;
+                        }
+                        Boot {
+                            number: s.boots,
+                            slot: booted.checksum,
+                            version: booted.version,
+                            rolled_back,
+                        }
+                    }
+                    None => {
+                        let staged = engine.lock().ok().and_then(|e| e.staged());
+                        let Ok(mut s) = state.lock() else { return };
+                        s.boots += 1;
+                        let rolled_back = staged.is_some() && fail;
+                        if let (Some(v), false) = (&staged, rolled_back) {
+                            s.slot_a = !s.slot_a;
+                            s.version = v.clone();
+                        }
+                        if write_boot_files(&root, &s).is_err() {
+                            return;
+                        }
+                        // A fresh update_engine process: IDLE, nothing staged.
+                        if let Ok(mut e) = engine.lock() {
+                            *e = new_engine(step, engine_root.as_deref());
+                        }
+                        Boot {
+                            number: s.boots,
+                            slot: if s.slot_a { "a" } else { "b" }.into(),
+                            version: s.version.clone(),
+                            rolled_back,
+                        }
+                    }
                 };
-                requests = rx;
-                if let Ok(mut slot) = ue_slot.lock() {
-                    *slot = Some(ue);
+                // Requests made while the host was going down die with it.
+                while requests.try_recv().is_ok() {}
+                if bring_up(
+                    &address,
+                    ostree.as_ref(),
+                    &engine,
+                    &updater,
+                    &logind_slot,
+                    &refuse,
+                    &reboot_tx,
+                )
+                .await
+                .is_err()
+                {
+                    return;
                 }
-                logind_conn = Some(li);
                 let _ = boots_tx.send(boot);
             }
         })
     }
 
-    /// Stops update_engine (`systemctl stop update-engine`): its name leaves the bus.
+    /// Stops the update service (`systemctl stop update-engine` / `rpm-ostreed`): its name
+    /// leaves the bus.
     pub fn stop_update_engine(&self) {
-        let conn = self.ue_conn.lock().ok().and_then(|mut s| s.take());
-        drop(conn);
+        let old = self.updater.lock().ok().and_then(|mut s| s.take());
+        drop(old);
     }
 
-    /// Starts update_engine again as a new process. Like the real one, a restarted
+    /// Starts the update service again as a new process. Like the real one, a restarted
     /// update_engine with an update in the spare slot reports UPDATED_NEED_REBOOT with
-    /// `new_version` 0.0.0.
+    /// `new_version` 0.0.0; rpm-ostree comes back with the deployments on disk.
     pub async fn start_update_engine(&self) -> Result<(), HostError> {
         self.stop_update_engine();
-        let staged = self.engine.lock().ok().and_then(|e| e.staged());
-        let mut fresh = new_engine(self.step, self.engine_root.as_deref());
-        if let Some(v) = staged {
-            fresh = fresh.with_staged(&v).with_status(update_engine::Status {
-                current_operation: "UPDATE_STATUS_UPDATED_NEED_REBOOT".into(),
-                ..update_engine::Status::default()
-            });
+        if self.ostree.is_none() {
+            let staged = self.engine.lock().ok().and_then(|e| e.staged());
+            let mut fresh = new_engine(self.step, self.engine_root.as_deref());
+            if let Some(v) = staged {
+                fresh = fresh.with_staged(&v).with_status(update_engine::Status {
+                    current_operation: "UPDATE_STATUS_UPDATED_NEED_REBOOT".into(),
+                    ..update_engine::Status::default()
+                });
+            }
+            if let Ok(mut e) = self.engine.lock() {
+                *e = fresh;
+            }
         }
-        if let Ok(mut e) = self.engine.lock() {
-            *e = fresh.clone();
-        }
-        let conn = update_engine::serve(&self.address, fresh).await?;
-        if let Ok(mut slot) = self.ue_conn.lock() {
-            *slot = Some(conn);
-        }
-        Ok(())
+        serve_updater(
+            &self.address,
+            self.ostree.as_ref(),
+            &self.engine,
+            &self.updater,
+        )
+        .await
     }
 
-    /// The current update_engine (replaced on every boot).
+    /// The current update_engine (replaced on every boot; unused on CoreOS).
     pub fn update_engine(&self) -> UpdateEngine {
         self.engine.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
-    /// Make the next boot into a staged slot fail (GRUB falls back to the old slot).
+    /// The simulated rpm-ostree (and its remote), on a CoreOS host.
+    pub fn ostree(&self) -> Option<&RpmOstree> {
+        self.ostree.as_ref()
+    }
+
+    /// Make the next boot into a staged update fail (GRUB falls back to the old slot;
+    /// on CoreOS the old deployment boots).
     pub fn fail_next_boot(&self) {
         if let Ok(mut s) = self.state.lock() {
             s.fail_next_boot = true;
@@ -380,7 +545,12 @@ impl SimHost {
         if let Ok(mut r) = self.refuse.lock() {
             *r = message.map(str::to_string);
         }
-        if let Some(l) = self.logind.lock().ok().and_then(|l| l.clone()) {
+        if let Some(l) = self
+            .logind
+            .lock()
+            .ok()
+            .and_then(|l| l.as_ref().map(|(l, _)| l.clone()))
+        {
             l.refuse(message);
         }
     }
@@ -400,4 +570,43 @@ impl Drop for SimHost {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+async fn serve_updater(
+    address: &str,
+    ostree: Option<&RpmOstree>,
+    engine: &Arc<Mutex<UpdateEngine>>,
+    slot: &Arc<Mutex<Option<Updater>>>,
+) -> Result<(), HostError> {
+    let updater = match ostree {
+        Some(o) => Updater::Ostree(rpm_ostree::serve(address, o.clone()).await?),
+        None => {
+            let e = engine.lock().map(|e| e.clone()).unwrap_or_default();
+            Updater::Engine(update_engine::serve(address, e).await?)
+        }
+    };
+    if let Ok(mut s) = slot.lock() {
+        *s = Some(updater);
+    }
+    Ok(())
+}
+
+/// Serves the update service and logind as new processes (after a boot, or at start).
+async fn bring_up(
+    address: &str,
+    ostree: Option<&RpmOstree>,
+    engine: &Arc<Mutex<UpdateEngine>>,
+    updater: &Arc<Mutex<Option<Updater>>>,
+    logind_slot: &Arc<Mutex<Option<(Logind, zbus::Connection)>>>,
+    refuse: &Arc<Mutex<Option<String>>>,
+    reboot_tx: &mpsc::UnboundedSender<bool>,
+) -> Result<(), HostError> {
+    serve_updater(address, ostree, engine, updater).await?;
+    let logind = Logind::with_sender(reboot_tx.clone());
+    logind.refuse(refuse.lock().ok().and_then(|r| r.clone()).as_deref());
+    let conn = logind::serve(address, logind.clone()).await?;
+    if let Ok(mut l) = logind_slot.lock() {
+        *l = Some((logind, conn));
+    }
+    Ok(())
 }

@@ -43,6 +43,14 @@ impl Logind {
         )
     }
 
+    /// A logind whose accepted reboots are sent on `requests` (shared across boots).
+    pub fn with_sender(requests: mpsc::UnboundedSender<bool>) -> Logind {
+        Logind {
+            requests,
+            refuse: Arc::default(),
+        }
+    }
+
     /// Refuse the next reboots with `OperationInProgress(message)`; None accepts again.
     pub fn refuse(&self, message: Option<&str>) {
         if let Ok(mut r) = self.refuse.lock() {

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! drydock-sim host --bus ADDRESS --os flatcar --version V --root DIR [--omaha URL] [--machine-id ID]
+//! drydock-sim host --bus ADDRESS --os fcos --version V --root DIR [--stream S] [--remote STREAM=VERSION ...]
 //! drydock-sim omaha --listen ADDR --release CHANNEL=VERSION ...
 //! ```
 //!
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use drydock_sim::host::{FlatcarOptions, SimHost};
+use drydock_sim::host::{FcosOptions, FlatcarOptions, SimHost, fcos_ref};
 use drydock_sim::omaha::OmahaServer;
 
 #[derive(Parser, Debug)]
@@ -33,6 +34,8 @@ struct Cli {
 enum Os {
     /// Flatcar Container Linux (update_engine + logind).
     Flatcar,
+    /// Fedora CoreOS (rpm-ostree + logind).
+    Fcos,
 }
 
 #[derive(Subcommand, Debug)]
@@ -51,13 +54,20 @@ enum Command {
         /// Where the host's files live.
         #[arg(long)]
         root: PathBuf,
-        /// Omaha server for update checks (written as SERVER in update.conf).
+        /// Flatcar: Omaha server for update checks (written as SERVER in update.conf).
         #[arg(long)]
         omaha: Option<String>,
+        /// Fedora CoreOS: the stream the booted deployment follows.
+        #[arg(long, default_value = "stable")]
+        stream: String,
+        /// Fedora CoreOS: `STREAM=VERSION` published on the remote after the booted
+        /// version (repeatable, in order: the last one of a stream is its head).
+        #[arg(long = "remote", value_parser = parse_release)]
+        remote: Vec<(String, String)>,
         /// /etc/machine-id (32 hex digits).
         #[arg(long, default_value = "0123456789abcdef0123456789abcdef")]
         machine_id: String,
-        /// Milliseconds per update_engine step.
+        /// Milliseconds per update_engine (or rpm-ostree transaction) step.
         #[arg(long, default_value_t = 200)]
         step_ms: u64,
         /// Milliseconds a reboot keeps the host down.
@@ -90,16 +100,38 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result: Result<(), String> = async {
         match cli.command {
-            Command::Host { bus, os: Os::Flatcar, version, root, omaha, machine_id, step_ms, reboot_ms } => {
+            Command::Host { bus, os, version, root, omaha, stream, remote, machine_id, step_ms, reboot_ms } => {
                 std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
-                let options = FlatcarOptions {
-                    version,
-                    step: Duration::from_millis(step_ms),
-                    reboot_delay: Duration::from_millis(reboot_ms),
-                    omaha,
-                    machine_id,
+                let step = Duration::from_millis(step_ms);
+                let reboot_delay = Duration::from_millis(reboot_ms);
+                let host = match os {
+                    Os::Flatcar => {
+                        if !remote.is_empty() {
+                            return Err("--remote is for --os fcos; Flatcar updates come from --omaha".into());
+                        }
+                        let options = FlatcarOptions { version, step, reboot_delay, omaha, machine_id };
+                        SimHost::start(&bus, &root, options).await.map_err(|e| e.to_string())?
+                    }
+                    Os::Fcos => {
+                        if omaha.is_some() {
+                            return Err("--omaha is for --os flatcar; Fedora CoreOS updates come from --remote".into());
+                        }
+                        drydock_core::version::CoreOsVersion::parse(&version)
+                            .map_err(|e| format!("--version {version:?}: {e}"))?;
+                        for (s, v) in &remote {
+                            drydock_core::version::CoreOsVersion::parse(v)
+                                .map_err(|e| format!("--remote {s}={v}: {e}"))?;
+                        }
+                        let options = FcosOptions { version, stream, step, reboot_delay, machine_id };
+                        let host = SimHost::start_fcos(&bus, &root, options).await.map_err(|e| e.to_string())?;
+                        if let Some(o) = host.ostree() {
+                            for (s, v) in &remote {
+                                o.publish(&fcos_ref(s), v);
+                            }
+                        }
+                        host
+                    }
                 };
-                let host = SimHost::start(&bus, &root, options).await.map_err(|e| e.to_string())?;
                 let mut boots = host.reboots();
                 loop {
                     let b = boots.borrow_and_update().clone();

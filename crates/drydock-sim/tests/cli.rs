@@ -87,3 +87,84 @@ async fn host_and_omaha_run_as_commands() {
     let _ = host.wait();
     let _ = omaha.wait();
 }
+
+#[tokio::test]
+async fn an_fcos_host_serves_rpm_ostree_with_its_remote() {
+    let bin = env!("CARGO_BIN_EXE_drydock-sim");
+    let bus = PrivateBus::start().expect("dbus-daemon");
+    let root = tempfile::tempdir().expect("root");
+    let mut host = Command::new(bin)
+        .args([
+            "host",
+            "--bus",
+            bus.address(),
+            "--os",
+            "fcos",
+            "--version",
+            "41.20241109.3.0",
+            "--remote",
+            "stable=41.20241122.3.0",
+            "--root",
+        ])
+        .arg(root.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("host starts");
+    let first = BufReader::new(host.stdout.take().expect("stdout"))
+        .lines()
+        .next()
+        .expect("a line")
+        .expect("boot line");
+    let boot: serde_json::Value = serde_json::from_str(&first).expect("JSON");
+    assert_eq!(boot["boot"], 1);
+    assert_eq!(boot["version"], "41.20241109.3.0");
+    assert_eq!(
+        boot["slot"],
+        drydock_sim::rpm_ostree::checksum_of("41.20241109.3.0")
+    );
+    let os_release =
+        std::fs::read_to_string(root.path().join("etc/os-release")).expect("os-release");
+    assert!(os_release.contains("VARIANT_ID=coreos"), "{os_release}");
+    let conn = bus.connect().await.expect("connect");
+    let reply = conn
+        .call_method(
+            Some(drydock_sim::rpm_ostree::BUS_NAME),
+            drydock_sim::rpm_ostree::SYSROOT_PATH,
+            Some("org.freedesktop.DBus.Properties"),
+            "Get",
+            &(drydock_sim::rpm_ostree::SYSROOT_INTERFACE, "Booted"),
+        )
+        .await
+        .expect("Get Booted");
+    let booted: zbus::zvariant::OwnedValue = reply.body().deserialize().expect("v");
+    assert_eq!(
+        zbus::zvariant::ObjectPath::try_from(booted)
+            .expect("o")
+            .as_str(),
+        "/org/projectatomic/rpmostree1/fedora_coreos"
+    );
+    let _ = host.kill();
+    let _ = host.wait();
+
+    for (args, want) in [
+        (vec!["--version", "4081.2.0"], "--version \"4081.2.0\""),
+        (
+            vec!["--version", "41.20241109.3.0", "--omaha", "http://x"],
+            "--omaha is for --os flatcar",
+        ),
+        (
+            vec!["--version", "41.20241109.3.0", "--remote", "stable=banana"],
+            "--remote stable=banana",
+        ),
+    ] {
+        let out = Command::new(bin)
+            .args(["host", "--bus", bus.address(), "--os", "fcos", "--root"])
+            .arg(root.path())
+            .args(&args)
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
