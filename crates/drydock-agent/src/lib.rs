@@ -3,9 +3,17 @@
 //! manager `drydock-agent`), applies the channel the operator sets, and reboots only for
 //! a grant that is valid now — the decisions themselves are `drydock_core::agent`.
 //!
-//! The agent is event-driven: it wakes for update_engine signals, for changes of its own
+//! On Flatcar, update_engine checks and downloads by itself; the agent follows it. On
+//! Fedora/RHEL CoreOS the agent is the one that checks: every `check_interval` it asks
+//! rpm-ostree to stage the head of the node's stream with `lock-finalization`, so nothing
+//! but a grant applies it — the reboot is `FinalizeDeployment`, not logind. A channel
+//! change there moves the origin to the new stream's ref (`UpdateDeployment` with
+//! `set-refspec`, also locked: upstream's `Rebase` cannot lock finalization).
+//!
+//! The agent is event-driven: it wakes for update-service signals, for changes of its own
 //! Node (a watch with a field selector on its name) and for the few timers it arms itself
-//! (a throttled progress write, a retry). An idle agent makes no periodic wake-ups.
+//! (a throttled progress write, a retry, and on CoreOS the update check). An idle Flatcar
+//! agent makes no periodic wake-ups.
 //! It keeps running while update_engine or the API server is away, and says so in its
 //! status and logs. Losing the bus connection itself ends the process (the DaemonSet
 //! restarts it).
@@ -19,12 +27,14 @@ use drydock_core::version::{OsFamily, OsVersion};
 use drydock_host::backoff::Backoff;
 use drydock_host::facts::{Family, Host};
 use drydock_host::logind::Logind;
+use drydock_host::rpm_ostree::{self, Deployment, UpdateRequest, booted_and_staged};
 use drydock_host::update_engine::{self, NewVersion, Operation};
 use futures_util::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -44,7 +54,12 @@ pub struct Config {
     pub host_root: PathBuf,
     /// Reported on the Node.
     pub agent_version: String,
+    /// CoreOS only: how often to ask rpm-ostree for the stream's newest version.
+    pub check_interval: Duration,
 }
+
+/// How often a CoreOS agent checks for updates by default (update_engine's own cadence).
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +67,15 @@ pub enum AgentError {
     /// The update_engine watch could not start or ended (the bus connection is gone).
     #[error("following update_engine: {0}")]
     UpdateEngine(#[from] update_engine::UpdateEngineError),
+    /// The rpm-ostree watch could not start (the bus connection is gone).
+    #[error("following rpm-ostree: {0}")]
+    RpmOstree(#[from] rpm_ostree::RpmOstreeError),
+    /// The host's files say neither Flatcar nor CoreOS, or cannot be read.
+    #[error("reading the host: {0}")]
+    Host(#[from] drydock_host::facts::FactsError),
+    /// The update-service watch ended (the bus connection is gone).
+    #[error("the update service watch ended")]
+    ServiceWatchEnded,
     /// The watch on the Node ended.
     #[error("the watch on Node {0} ended")]
     WatchEnded(String),
@@ -62,6 +86,19 @@ enum Service {
     Unknown,
     Absent,
     Status(update_engine::Status),
+    Ostree(Vec<Deployment>),
+}
+
+/// What the update service (or a CoreOS transaction the agent started) reports.
+#[derive(Debug)]
+enum ServiceEvent {
+    Engine(update_engine::Event),
+    Ostree(rpm_ostree::Event),
+    /// A check or stream change the agent started has ended.
+    Transaction {
+        what: &'static str,
+        result: Result<(), rpm_ostree::RpmOstreeError>,
+    },
 }
 
 struct Agent {
@@ -81,31 +118,110 @@ struct Agent {
     reboot_pending: Option<u64>,
     backoff: Backoff,
     refused_token: Option<u64>,
-}
-
-fn os_family(f: Family) -> OsFamily {
-    match f {
-        Family::Flatcar => OsFamily::Flatcar,
-        Family::CoreOs => OsFamily::Fcos,
-    }
+    /// CoreOS: the rpm-ostree client, and the running transaction's purpose.
+    ostree: Option<rpm_ostree::Client>,
+    in_flight: Option<&'static str>,
+    next_check: Option<Instant>,
+    last_check: Option<Timestamp>,
+    /// CoreOS: (boot id, booted deployment's checksum) as last read — the slot, valid
+    /// only in that boot.
+    known_slot: Option<(String, String)>,
+    events_tx: mpsc::Sender<ServiceEvent>,
 }
 
 impl Agent {
     fn host_view(&mut self) -> Result<HostView, String> {
         let (family, version_id) = self.host.os_release().map_err(|e| e.to_string())?;
-        let os = os_family(family);
+        let boot_id = self.host.boot_id().map_err(|e| e.to_string())?;
+        match family {
+            Family::Flatcar => self.flatcar_view(&version_id, boot_id),
+            Family::CoreOs => self.coreos_view(&version_id, boot_id),
+        }
+    }
+
+    fn coreos_view(
+        &mut self,
+        os_release_version: &str,
+        boot_id: String,
+    ) -> Result<HostView, String> {
+        let os = OsFamily::Fcos;
+        let parse = |what: &str, v: &str| {
+            OsVersion::parse(os, v).map_err(|e| format!("{what} version {v:?}: {e}"))
+        };
+        let (update_status, booted_version, staged, channel) = match &self.service {
+            Service::Ostree(deployments) => {
+                let (booted, staged) = booted_and_staged(deployments);
+                if let Some(b) = booted {
+                    self.known_slot = Some((boot_id.clone(), b.checksum.clone()));
+                }
+                let booted_version = match booted.and_then(|b| b.version.as_deref()) {
+                    Some(v) => parse("booted deployment", v)?,
+                    None => parse("os-release OSTREE_VERSION", os_release_version)?,
+                };
+                let staged_version = match staged.and_then(|s| s.version.as_deref()) {
+                    Some(v) => match parse("staged deployment", v) {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            self.message = Some(e);
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                let channel = staged
+                    .or(booted)
+                    .and_then(|d| d.stream())
+                    .map(str::to_string);
+                let status = if self.in_flight.is_some() {
+                    UpdateStatus::Checking
+                } else if staged_version.is_some() {
+                    UpdateStatus::Staged
+                } else if self.message.is_some() {
+                    UpdateStatus::Error
+                } else {
+                    UpdateStatus::Idle
+                };
+                (status, booted_version, staged_version, channel)
+            }
+            _ => (
+                UpdateStatus::Unavailable,
+                parse("os-release OSTREE_VERSION", os_release_version)?,
+                None,
+                None,
+            ),
+        };
+        Ok(HostView {
+            os,
+            booted_version,
+            booted_slot: self
+                .known_slot
+                .as_ref()
+                .filter(|(boot, _)| *boot == boot_id)
+                .map(|(_, slot)| slot.clone())
+                .unwrap_or_else(|| "unknown".into()),
+            boot_id,
+            progress: if staged.is_some() { 100 } else { 0 },
+            staged_version: staged,
+            update_status,
+            last_check: self.last_check,
+            channel,
+            message: self.message.clone(),
+        })
+    }
+
+    fn flatcar_view(&mut self, version_id: &str, boot_id: String) -> Result<HostView, String> {
+        let os = OsFamily::Flatcar;
         let booted_version =
-            OsVersion::parse(os, &version_id).map_err(|e| format!("os-release VERSION_ID: {e}"))?;
+            OsVersion::parse(os, version_id).map_err(|e| format!("os-release VERSION_ID: {e}"))?;
         let booted_slot = self
             .host
             .booted_slot()
             .map_err(|e| e.to_string())?
             .as_str()
             .to_string();
-        let boot_id = self.host.boot_id().map_err(|e| e.to_string())?;
         let channel = self.host.update_conf().map_err(|e| e.to_string())?.group;
         let (update_status, progress, last_check, staged) = match &self.service {
-            Service::Unknown | Service::Absent => (
+            Service::Unknown | Service::Absent | Service::Ostree(_) => (
                 UpdateStatus::Unavailable,
                 0,
                 None,
@@ -221,19 +337,23 @@ impl Agent {
         let empty = Default::default();
         let annotations = node.metadata.annotations.as_ref().unwrap_or(&empty);
         if let Some(desired) = annotations.get(keys::DESIRED_CHANNEL) {
-            let current = self.host.update_conf().ok().and_then(|c| c.group);
-            if let Some(ch) = agent::channel_change(Some(desired), current.as_deref()) {
-                match self.host.set_group(ch) {
-                    Ok(()) => info!(
-                        channel = ch,
-                        "switched the update channel (GROUP in update.conf)"
-                    ),
-                    Err(e) => {
-                        warn!(error = %e, "cannot switch the channel");
-                        self.message = Some(format!("cannot switch to channel {ch}: {e}"));
+            if self.ostree.is_some() {
+                self.coreos_channel(desired).await;
+            } else {
+                let current = self.host.update_conf().ok().and_then(|c| c.group);
+                if let Some(ch) = agent::channel_change(Some(desired), current.as_deref()) {
+                    match self.host.set_group(ch) {
+                        Ok(()) => info!(
+                            channel = ch,
+                            "switched the update channel (GROUP in update.conf)"
+                        ),
+                        Err(e) => {
+                            warn!(error = %e, "cannot switch the channel");
+                            self.message = Some(format!("cannot switch to channel {ch}: {e}"));
+                        }
                     }
+                    self.publish().await;
                 }
-                self.publish().await;
             }
         }
         let granted = node
@@ -244,6 +364,108 @@ impl Agent {
             .is_some_and(|p| p == "RebootGranted" || p == "Rebooting");
         if granted || self.reboot_pending.is_some() {
             self.consider_reboot().await;
+        }
+    }
+
+    /// CoreOS: moves the origin to the desired stream's ref (locked), unless it is there
+    /// already (booted, or staged by an earlier change) or a transaction is running.
+    async fn coreos_channel(&mut self, desired: &str) {
+        let Service::Ostree(deployments) = &self.service else {
+            return;
+        };
+        let (booted, staged) = booted_and_staged(deployments);
+        let current = staged.or(booted).and_then(|d| d.stream());
+        let Some(stream) = agent::channel_change(Some(desired), current) else {
+            return;
+        };
+        if stream.is_empty()
+            || !stream
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            self.message = Some(format!(
+                "desired channel {stream:?} is not a stream name (letters, digits, '-', '_', '.')"
+            ));
+            self.publish().await;
+            return;
+        }
+        let Some(origin) = booted.and_then(|b| b.origin.as_deref()) else {
+            self.message = Some("the booted deployment has no origin to rebase from".into());
+            self.publish().await;
+            return;
+        };
+        let refspec = match origin.rsplit_once('/') {
+            Some((prefix, _)) => format!("{prefix}/{stream}"),
+            None => stream.to_string(),
+        };
+        info!(channel = stream, %refspec, "switching the stream (staged, locked until a grant)");
+        self.start_transaction(
+            "stream change",
+            UpdateRequest {
+                refspec: Some(refspec),
+                lock_finalization: true,
+                ..UpdateRequest::default()
+            },
+        )
+        .await;
+    }
+
+    /// CoreOS: starts an rpm-ostree transaction in the background (one at a time); its
+    /// end arrives as a [`ServiceEvent::Transaction`].
+    async fn start_transaction(&mut self, what: &'static str, req: UpdateRequest) {
+        let Some(client) = self.ostree.clone() else {
+            return;
+        };
+        if self.in_flight.is_some() {
+            return;
+        }
+        self.in_flight = Some(what);
+        let tx = self.events_tx.clone();
+        tokio::spawn(async move {
+            let result = client.update_deployment(&req).await;
+            let _ = tx.send(ServiceEvent::Transaction { what, result }).await;
+        });
+        self.publish().await;
+    }
+
+    /// CoreOS: the periodic check — stage the head of the current stream, locked.
+    async fn coreos_check(&mut self) {
+        self.next_check = Some(Instant::now() + self.cfg.check_interval);
+        if matches!(self.service, Service::Ostree(_)) {
+            self.last_check = Some(Timestamp::now());
+            self.start_transaction(
+                "update check",
+                UpdateRequest {
+                    lock_finalization: true,
+                    allow_downgrade: Some(false),
+                    ..UpdateRequest::default()
+                },
+            )
+            .await;
+        }
+    }
+
+    /// Applies the grant: logind on Flatcar, `FinalizeDeployment` (which reboots) on CoreOS.
+    async fn reboot_now(&mut self) -> Result<(), String> {
+        match &self.ostree {
+            None => self
+                .logind
+                .reboot()
+                .await
+                .map_err(|e| format!("logind ({}): {e}", e.kind())),
+            Some(client) => {
+                let checksum = match &self.service {
+                    Service::Ostree(d) => booted_and_staged(d).1.map(|s| s.checksum.clone()),
+                    _ => None,
+                };
+                let Some(checksum) = checksum else {
+                    return Err("rpm-ostree has no staged deployment to finalize".into());
+                };
+                client
+                    .finalize(&checksum)
+                    .await
+                    .map_err(|e| format!("rpm-ostree ({}): {e}", e.kind()))
+            }
         }
     }
 
@@ -297,11 +519,11 @@ impl Agent {
                     self.published_at = Some(Timestamp::now());
                 }
                 info!(token, target = ?view.staged_version.as_ref().map(ToString::to_string), "rebooting for grant");
-                match self.logind.reboot().await {
+                match self.reboot_now().await {
                     Ok(()) => self.reboot_pending = None,
                     Err(e) => {
                         let delay = self.backoff.next_delay();
-                        warn!(error = %e, kind = e.kind(), retry_in = ?delay, "logind did not reboot");
+                        warn!(error = %e, retry_in = ?delay, "the reboot did not start");
                         self.message = Some(format!("reboot for grant {token} failed: {e}"));
                         self.reboot_pending = Some(token);
                         self.wake_at = Some(Instant::now() + delay);
@@ -315,10 +537,37 @@ impl Agent {
 /// Runs the agent until its bus connection or node watch ends.
 pub async fn run(cfg: Config) -> Result<(), AgentError> {
     let host = Host::new(&cfg.host_root);
+    let (family, _) = host.os_release()?;
     let nodes: Api<Node> = Api::all(cfg.client.clone());
     let logind = Logind::new(cfg.bus.clone());
-    let ue = update_engine::Client::new(cfg.bus.clone());
-    let mut ue_events = ue.watch().await?;
+    let (events_tx, mut events) = mpsc::channel::<ServiceEvent>(64);
+    let ostree = match family {
+        Family::Flatcar => {
+            let mut ue_events = update_engine::Client::new(cfg.bus.clone()).watch().await?;
+            let tx = events_tx.clone();
+            tokio::spawn(async move {
+                while let Some(e) = ue_events.recv().await {
+                    if tx.send(ServiceEvent::Engine(e)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            None
+        }
+        Family::CoreOs => {
+            let client = rpm_ostree::Client::new(cfg.bus.clone());
+            let mut os_events = client.watch().await?;
+            let tx = events_tx.clone();
+            tokio::spawn(async move {
+                while let Some(e) = os_events.recv().await {
+                    if tx.send(ServiceEvent::Ostree(e)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Some(client)
+        }
+    };
     let watch_config =
         watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name));
     let mut node_events = watcher(nodes.clone(), watch_config)
@@ -343,6 +592,13 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         reboot_pending: None,
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(60), seed),
         refused_token: None,
+        // The first check runs once rpm-ostree has been read.
+        next_check: None,
+        last_check: None,
+        in_flight: None,
+        known_slot: None,
+        ostree,
+        events_tx,
         cfg,
     };
     // What this agent (or its previous run) recorded: the last acknowledged token, and the
@@ -356,29 +612,67 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         agent.reboot_ack = state.agent.reboot_ack;
         if state.agent.boot_id.is_some() && state.agent.boot_id == agent.host.boot_id().ok() {
             agent.known_staged = state.agent.staged_version;
+            agent.known_slot = state
+                .agent
+                .booted_slot
+                .filter(|s| s != "unknown")
+                .zip(state.agent.boot_id.clone())
+                .map(|(slot, boot)| (boot, slot));
         }
     }
     info!(node = %agent.cfg.node_name, "drydock-agent started");
     loop {
         let wake = agent.wake_at;
+        let check = agent.next_check;
         tokio::select! {
-            ev = ue_events.recv() => {
+            ev = events.recv() => {
                 let Some(ev) = ev else {
-                    return Err(AgentError::UpdateEngine(update_engine::UpdateEngineError::Absent));
+                    return Err(AgentError::ServiceWatchEnded);
                 };
                 match ev {
-                    update_engine::Event::Status(s) => agent.service = Service::Status(s),
-                    update_engine::Event::Absent => {
+                    ServiceEvent::Engine(update_engine::Event::Status(s)) => agent.service = Service::Status(s),
+                    ServiceEvent::Engine(update_engine::Event::Absent) => {
                         warn!("update_engine is not running");
                         agent.service = Service::Absent;
                     }
-                    update_engine::Event::ForgedSignal { sender } => {
+                    ServiceEvent::Engine(update_engine::Event::ForgedSignal { sender }) => {
                         warn!(%sender, "ignored a StatusUpdate from a connection that does not own com.coreos.update1");
                         continue;
                     }
-                    update_engine::Event::Error(e) => {
+                    ServiceEvent::Engine(update_engine::Event::Error(e)) => {
                         warn!(error = %e, kind = e.kind(), "update_engine");
                         continue;
+                    }
+                    ServiceEvent::Ostree(rpm_ostree::Event::Deployments(d)) => {
+                        agent.service = Service::Ostree(d);
+                        if agent.next_check.is_none() {
+                            agent.next_check = Some(Instant::now());
+                        }
+                    }
+                    ServiceEvent::Ostree(rpm_ostree::Event::Absent) => {
+                        warn!("rpm-ostree is not running");
+                        agent.service = Service::Absent;
+                    }
+                    ServiceEvent::Ostree(rpm_ostree::Event::ForgedSignal { sender }) => {
+                        warn!(%sender, "ignored a PropertiesChanged from a connection that does not own org.projectatomic.rpmostree1");
+                        continue;
+                    }
+                    ServiceEvent::Ostree(rpm_ostree::Event::Error(e)) => {
+                        warn!(error = %e, kind = e.kind(), "rpm-ostree");
+                        continue;
+                    }
+                    ServiceEvent::Transaction { what, result } => {
+                        agent.in_flight = None;
+                        match result {
+                            Ok(()) => {
+                                info!(what, "rpm-ostree transaction finished");
+                                agent.message = None;
+                            }
+                            Err(e) => {
+                                warn!(what, error = %e, kind = e.kind(), "rpm-ostree transaction failed");
+                                agent.message = Some(format!("{what} failed: {e}"));
+                            }
+                        }
                     }
                 }
                 agent.publish().await;
@@ -394,6 +688,9 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
                     Some(Err(e)) => warn!(error = %e, "watching the node (the API server may be away)"),
                     None => return Err(AgentError::WatchEnded(agent.cfg.node_name.clone())),
                 }
+            }
+            _ = async { if let Some(t) = check { tokio::time::sleep_until(t).await } else { std::future::pending::<()>().await } } => {
+                agent.coreos_check().await;
             }
             _ = async { if let Some(t) = wake { tokio::time::sleep_until(t).await } else { std::future::pending::<()>().await } } => {
                 agent.wake_at = None;

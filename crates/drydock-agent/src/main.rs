@@ -29,9 +29,20 @@ struct Args {
     /// Where the host's files are mounted.
     #[arg(long, default_value = "/")]
     host_root: PathBuf,
+    /// CoreOS: how often to check for a newer version on the node's stream (`1h`, `30m`).
+    #[arg(long, default_value = "1h", value_parser = parse_interval)]
+    check_interval: std::time::Duration,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = drydock_core::duration::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!("{s:?} is shorter than 1s"));
+    }
+    Ok(d)
 }
 
 async fn connect(args: &Args) -> anyhow::Result<drydock_agent::Config> {
@@ -63,6 +74,7 @@ async fn connect(args: &Args) -> anyhow::Result<drydock_agent::Config> {
         bus,
         host_root: args.host_root.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        check_interval: args.check_interval,
     })
 }
 

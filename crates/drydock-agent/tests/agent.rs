@@ -9,7 +9,8 @@ use drydock_core::protocol::keys;
 use drydock_host::facts::Host;
 use drydock_host::update_engine::{Client, Event, Operation};
 use drydock_sim::bus::PrivateBus;
-use drydock_sim::host::SimHost;
+use drydock_sim::host::{FcosOptions, SimHost, fcos_ref};
+use drydock_sim::rpm_ostree::checksum_of;
 use drydock_sim::update_engine::Offer;
 use drydock_testenv::TestEnv;
 use k8s_openapi::api::core::v1::Node;
@@ -27,21 +28,31 @@ struct World {
 }
 
 async fn world() -> World {
+    world_on(None).await
+}
+
+/// A world whose host runs Flatcar 4081.2.0, or Fedora CoreOS as `fcos` says.
+async fn world_on(fcos: Option<FcosOptions>) -> World {
     let mut env = TestEnv::start().await.expect("control plane");
     env.add_ready_nodes("node", 1, &[], Duration::from_secs(60))
         .await
         .expect("node Ready");
     let bus = PrivateBus::start().expect("private dbus-daemon");
     let root = tempfile::tempdir().expect("host root");
-    let sim = SimHost::start_flatcar(
-        bus.address(),
-        root.path(),
-        "4081.2.0",
-        Duration::from_millis(20),
-        Duration::from_millis(300),
-    )
-    .await
-    .expect("simulated host");
+    let sim = match fcos {
+        None => SimHost::start_flatcar(
+            bus.address(),
+            root.path(),
+            "4081.2.0",
+            Duration::from_millis(20),
+            Duration::from_millis(300),
+        )
+        .await
+        .expect("simulated host"),
+        Some(o) => SimHost::start_fcos(bus.address(), root.path(), o)
+            .await
+            .expect("simulated FCOS host"),
+    };
     World {
         env,
         bus,
@@ -57,6 +68,7 @@ async fn start_agent(w: &World) -> JoinHandle<()> {
         bus: w.bus.connect().await.expect("agent's bus connection"),
         host_root: w.root.path().to_path_buf(),
         agent_version: "test".into(),
+        check_interval: drydock_agent::DEFAULT_CHECK_INTERVAL,
     };
     tokio::spawn(async move {
         if let Err(e) = drydock_agent::run(config).await {
@@ -355,4 +367,124 @@ async fn a_restarted_update_engine_reporting_0_0_0_does_not_lose_the_staged_vers
         .expect("update_engine back, reporting 0.0.0");
     wait_annotation(&mut w, keys::UPDATE_STATUS, Some("staged".into())).await;
     assert_eq!(annotations(&w).await[keys::STAGED_VERSION], "4230.0.0");
+}
+
+const FCOS_BOOTED: &str = "41.20241109.3.0";
+const FCOS_NEXT: &str = "41.20241122.3.0";
+
+/// A Fedora CoreOS host on 41.20241109.3.0 whose stable stream offers 41.20241122.3.0.
+async fn fcos_world() -> World {
+    let mut o = FcosOptions::new(FCOS_BOOTED);
+    o.step = Duration::from_millis(10);
+    let w = world_on(Some(o)).await;
+    w.sim
+        .ostree()
+        .expect("rpm-ostree")
+        .publish(&fcos_ref("stable"), FCOS_NEXT);
+    w
+}
+
+#[tokio::test]
+async fn on_fcos_the_agent_stages_locked_and_a_grant_finalizes_exactly_once() {
+    let mut w = fcos_world().await;
+    let agent = start_agent(&w).await;
+    wait_annotation(&mut w, keys::STAGED_VERSION, Some(FCOS_NEXT.into())).await;
+    let a = annotations(&w).await;
+    assert_eq!(a[keys::OS], "fcos");
+    assert_eq!(a[keys::BOOTED_VERSION], FCOS_BOOTED);
+    assert_eq!(a[keys::BOOTED_SLOT], checksum_of(FCOS_BOOTED));
+    assert_eq!(a[keys::CHANNEL], "stable");
+    assert_eq!(a[keys::UPDATE_STATUS], "staged");
+    let ostree = w.sim.ostree().expect("rpm-ostree");
+    assert!(
+        ostree.staged().is_some_and(|s| s.finalization_locked),
+        "staged with lock-finalization"
+    );
+    assert_eq!(ostree.clients().len(), 1, "the agent registered");
+
+    let mut boots = w.sim.reboots();
+    boots.borrow_and_update();
+    operator_apply(
+        &w,
+        serde_json::json!({
+            "labels": {keys::PHASE: "RebootGranted"},
+            "annotations": {
+                keys::PHASE_SINCE: jiff::Timestamp::now().to_string(),
+                keys::REBOOT_TOKEN: "1",
+                keys::TARGET_VERSION: FCOS_NEXT,
+                keys::GRANT_SLOT: a[keys::BOOTED_SLOT],
+                keys::GRANT_BOOT_ID: a[keys::BOOT_ID],
+                keys::CORDONED: "true",
+            },
+        }),
+    )
+    .await;
+    timeout(Duration::from_secs(20), boots.changed())
+        .await
+        .expect("a reboot")
+        .expect("boot");
+    assert_eq!(boots.borrow().version, FCOS_NEXT);
+    assert_eq!(annotations(&w).await[keys::REBOOT_ACK], "1");
+    agent.abort();
+    let _agent = start_agent(&w).await;
+    wait_annotation(&mut w, keys::BOOTED_SLOT, Some(checksum_of(FCOS_NEXT))).await;
+    let a = annotations(&w).await;
+    assert_eq!(a[keys::BOOTED_VERSION], FCOS_NEXT);
+    assert!(!a.contains_key(keys::STAGED_VERSION), "{a:?}");
+    assert_no_further_boot(&mut boots, "rebooted twice for one grant").await;
+    assert_eq!(w.sim.reboots().borrow().number, 2);
+}
+
+#[tokio::test]
+async fn on_fcos_the_operators_channel_moves_the_origin_without_applying_it() {
+    let mut w = fcos_world().await;
+    w.sim
+        .ostree()
+        .expect("rpm-ostree")
+        .publish(&fcos_ref("testing"), "41.20241118.2.0");
+    let _agent = start_agent(&w).await;
+    wait_annotation(&mut w, keys::STAGED_VERSION, Some(FCOS_NEXT.into())).await;
+    let mut boots = w.sim.reboots();
+    boots.borrow_and_update();
+    operator_apply(
+        &w,
+        serde_json::json!({"annotations": {keys::DESIRED_CHANNEL: "testing"}}),
+    )
+    .await;
+    wait_annotation(&mut w, keys::CHANNEL, Some("testing".into())).await;
+    wait_annotation(&mut w, keys::STAGED_VERSION, Some("41.20241118.2.0".into())).await;
+    let staged = w
+        .sim
+        .ostree()
+        .expect("rpm-ostree")
+        .staged()
+        .expect("staged");
+    assert_eq!(staged.origin, "fedora:fedora/x86_64/coreos/testing");
+    assert!(staged.finalization_locked);
+    assert_no_further_boot(&mut boots, "a channel change must not reboot").await;
+    // A channel that is not a stream name is refused with a reason, not rebased to.
+    operator_apply(
+        &w,
+        serde_json::json!({"annotations": {keys::DESIRED_CHANNEL: "../../etc"}}),
+    )
+    .await;
+    let nodes: Api<Node> = Api::all(w.env.client());
+    w.env
+        .wait_for(
+            "the refusal in the status message",
+            Duration::from_secs(20),
+            move || {
+                let nodes = nodes.clone();
+                async move {
+                    let n = nodes.get(NODE).await?;
+                    Ok(n.metadata
+                        .annotations
+                        .unwrap_or_default()
+                        .get(keys::AGENT_MESSAGE)
+                        .is_some_and(|m| m.contains("is not a stream name")))
+                }
+            },
+        )
+        .await
+        .expect("message");
 }
