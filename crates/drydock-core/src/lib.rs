@@ -20,6 +20,7 @@ pub mod policy;
 pub mod protocol;
 pub mod selector;
 pub mod snapshot;
+pub mod transition;
 pub mod version;
 pub mod window;
 

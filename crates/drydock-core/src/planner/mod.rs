@@ -622,6 +622,28 @@ impl<'a> Pass<'a> {
                             ),
                         );
                     }
+                    if agent.booted_slot.as_deref() == Some("unknown") {
+                        // The agent could not read its update service yet in this boot.
+                        if self.now >= deadline {
+                            return self.act(
+                                v,
+                                Action::Fail { uncordon },
+                                Reason::new(
+                                    ReasonCode::NeverReturned,
+                                    format!("rebooted but its booted slot is still unknown after {timeout}"),
+                                ),
+                            );
+                        }
+                        self.wakeups.push(deadline);
+                        return self.wait(
+                            v,
+                            v.phase(),
+                            Reason::new(
+                                ReasonCode::Rebooting,
+                                "rebooted; waiting for the agent to read the booted slot",
+                            ),
+                        );
+                    }
                     if on_target && slot_changed {
                         return self.act(
                             v,

@@ -425,8 +425,17 @@ fn a_granted_reboot_is_followed_to_verification() {
     assert_eq!(action(&plan, "a"), Action::Verify);
 
     back.ready = false;
-    let plan = run(vec![back], vec![], vec![], &p, now());
+    let plan = run(vec![back.clone()], vec![], vec![], &p, now());
     assert_eq!(wait_code(&plan, "a"), ReasonCode::Rebooting);
+
+    // An agent that cannot read its slot yet (rpm-ostree not answering) is waited for.
+    back.ready = true;
+    set(&mut back, keys::BOOTED_SLOT, "unknown");
+    let plan = run(vec![back.clone()], vec![], vec![], &p, now());
+    assert_eq!(wait_code(&plan, "a"), ReasonCode::Rebooting);
+    let plan = run(vec![back], vec![], vec![], &p, minutes(60));
+    assert_eq!(action(&plan, "a"), Action::Fail { uncordon: true });
+    assert_eq!(plan.actions[0].reason.code, ReasonCode::NeverReturned);
 }
 
 #[test]
