@@ -1,0 +1,607 @@
+//! The leader's loop: read the fleet, ask the planner, act.
+//!
+//! Nodes, PodDisruptionBudgets and the `drydock-config` ConfigMap are watched (reflector
+//! caches that every replica keeps warm). Pods are listed only for the nodes the plan can
+//! touch — those with a staged update or in a rollout phase — with a field selector on
+//! `spec.nodeName`, so memory follows the node count, not the pod count.
+//!
+//! A pass runs when something relevant changes (debounced), when the plan's
+//! `next_wakeup` comes (a timeout, a bake end, a window edge), when a refused eviction's
+//! `Retry-After` ends, and every `drain_poll` while a drain waits for pods to go. Every
+//! write is a server-side apply of the node's whole operator state (field manager
+//! `drydock-operator`), a function of what was read — so a pass repeated by a new leader
+//! writes the same thing, and nothing lives only in memory except the `Retry-After`
+//! deadlines, which a new leader simply does not know (it asks once more).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use drydock_core::planner::{self, Action, PlannedAction, PodRef};
+use drydock_core::policy::Policy;
+use drydock_core::protocol::{NodeState, OperatorState, Phase, keys, parse_node_state};
+use drydock_core::snapshot::Snapshot;
+use drydock_core::transition::{self, Severity};
+use futures_util::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::Resource;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::drain::{self, Evicted};
+use crate::metrics::Metrics;
+
+/// Field manager of every operator write.
+pub const FIELD_MANAGER: &str = "drydock-operator";
+/// The ConfigMap key holding the policy.
+pub const CONFIG_KEY: &str = "config.yaml";
+/// Annotation on the ConfigMap that carries the reason it was rejected.
+pub const CONFIG_ERROR_ANNOTATION: &str = "drydock.dev/config-error";
+
+/// The policy in force and what the ConfigMap last said.
+#[derive(Debug, Clone)]
+pub struct PolicyState {
+    /// The last good policy (the defaults until a ConfigMap is read).
+    pub policy: Policy,
+    /// The rejected ConfigMap's resourceVersion and errors, if the current one is bad.
+    pub rejected: Option<(String, String)>,
+    /// Whether the current ConfigMap (or its absence) is in force.
+    pub source: String,
+}
+
+/// The caches and signals every replica keeps, leader or not.
+#[derive(Clone)]
+pub struct Fleet {
+    /// Nodes.
+    pub nodes: Store<Node>,
+    /// Budgets.
+    pub pdbs: Store<PodDisruptionBudget>,
+    /// Policy.
+    pub policy: watch::Receiver<PolicyState>,
+    /// Poked on every relevant change.
+    pub changed: Arc<Notify>,
+}
+
+fn parse_config(cm: &ConfigMap) -> Result<Policy, String> {
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(CONFIG_KEY))
+        .ok_or_else(|| format!("the ConfigMap has no data key {CONFIG_KEY:?}"))?;
+    Policy::from_yaml(text).map_err(|e| e.to_string())
+}
+
+/// Starts the watches; returns the caches and a future per watch to drive.
+pub fn watch_fleet(
+    client: &kube::Client,
+    namespace: &str,
+    config_map: &str,
+) -> (Fleet, Vec<futures_util::future::BoxFuture<'static, ()>>) {
+    let changed = Arc::new(Notify::new());
+    let (nodes_r, nodes_w) = reflector::store::<Node>();
+    let (pdbs_r, pdbs_w) = reflector::store::<PodDisruptionBudget>();
+    let node_stream = reflector::reflector(
+        nodes_w,
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let pdb_stream = reflector::reflector(
+        pdbs_w,
+        watcher(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (policy_tx, policy_rx) = watch::channel(PolicyState {
+        policy: Policy::default(),
+        rejected: None,
+        source: "defaults (no ConfigMap yet)".into(),
+    });
+    let cm_stream = watcher(
+        Api::<ConfigMap>::namespaced(client.clone(), namespace),
+        watcher::Config::default().fields(&format!("metadata.name={config_map}")),
+    )
+    .default_backoff();
+    let n1 = changed.clone();
+    let nodes_fut = async move {
+        let mut s = std::pin::pin!(node_stream);
+        while let Some(ev) = s.next().await {
+            if let Err(e) = ev {
+                warn!(error = %e, "watching nodes");
+            }
+            n1.notify_one();
+        }
+    };
+    let n2 = changed.clone();
+    let pdbs_fut = async move {
+        let mut s = std::pin::pin!(pdb_stream);
+        while let Some(ev) = s.next().await {
+            if let Err(e) = ev {
+                warn!(error = %e, "watching PodDisruptionBudgets");
+            }
+            n2.notify_one();
+        }
+    };
+    let n3 = changed.clone();
+    let cm_fut = async move {
+        let mut s = std::pin::pin!(cm_stream);
+        while let Some(ev) = s.next().await {
+            let cm = match ev {
+                Ok(watcher::Event::Apply(cm)) | Ok(watcher::Event::InitApply(cm)) => Some(cm),
+                Ok(watcher::Event::Delete(_)) => None,
+                Ok(_) => continue,
+                Err(e) => {
+                    warn!(error = %e, "watching the ConfigMap");
+                    continue;
+                }
+            };
+            policy_tx.send_modify(|st| match cm {
+                None => {
+                    st.policy = Policy::default();
+                    st.rejected = None;
+                    st.source = "defaults (the ConfigMap was deleted)".into();
+                }
+                Some(cm) => {
+                    let rv = cm.metadata.resource_version.clone().unwrap_or_default();
+                    match parse_config(&cm) {
+                        Ok(p) => {
+                            info!(resource_version = %rv, "policy accepted");
+                            st.policy = p;
+                            st.rejected = None;
+                            st.source = format!("ConfigMap resourceVersion {rv}");
+                        }
+                        Err(e) => {
+                            warn!(resource_version = %rv, errors = %e, "policy rejected; keeping the last good one");
+                            st.rejected = Some((rv, e));
+                        }
+                    }
+                }
+            });
+            n3.notify_one();
+        }
+    };
+    (
+        Fleet {
+            nodes: nodes_r,
+            pdbs: pdbs_r,
+            policy: policy_rx,
+            changed,
+        },
+        vec![Box::pin(nodes_fut), Box::pin(pdbs_fut), Box::pin(cm_fut)],
+    )
+}
+
+/// What the leader needs.
+pub struct Leader {
+    /// API client (no automatic 429 retries).
+    pub client: kube::Client,
+    /// The caches.
+    pub fleet: Fleet,
+    /// Leadership; every write checks it.
+    pub leading: watch::Receiver<bool>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Events.
+    pub recorder: Recorder,
+    /// Operator namespace (for the ConfigMap).
+    pub namespace: String,
+    /// ConfigMap name.
+    pub config_map: String,
+    /// Re-plan this often while a drain waits for pods.
+    pub drain_poll: Duration,
+}
+
+/// Creates the Event recorder of replica `identity`.
+pub fn recorder(client: &kube::Client, identity: &str) -> Recorder {
+    Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(identity.to_string()),
+        },
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ActError {
+    #[error("not leading")]
+    NotLeading,
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+}
+
+fn needs_pods(n: &Node) -> bool {
+    let labels = n.metadata.labels.as_ref();
+    let phase = labels
+        .and_then(|l| l.get(keys::PHASE))
+        .map(String::as_str)
+        .unwrap_or("Idle");
+    let staged = labels
+        .and_then(|l| l.get(keys::REBOOT_NEEDED))
+        .is_some_and(|v| v == "true");
+    staged || !matches!(phase, "Idle" | "Done")
+}
+
+fn node_state(n: &Node) -> NodeState {
+    let empty = BTreeMap::new();
+    parse_node_state(
+        n.metadata.labels.as_ref().unwrap_or(&empty),
+        n.metadata.annotations.as_ref().unwrap_or(&empty),
+    )
+    .0
+}
+
+impl Leader {
+    fn check_leading(&self) -> Result<(), ActError> {
+        if *self.leading.borrow() {
+            Ok(())
+        } else {
+            Err(ActError::NotLeading)
+        }
+    }
+
+    async fn event(&self, node: &Node, severity: Severity, reason: &str, note: String) {
+        let ev = Event {
+            type_: match severity {
+                Severity::Normal => EventType::Normal,
+                Severity::Warning => EventType::Warning,
+            },
+            reason: reason.to_string(),
+            note: Some(note.chars().take(1000).collect()),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &node.object_ref(&())).await {
+            warn!(error = %e, reason, "cannot record an Event");
+        }
+    }
+
+    /// Applies `op` as the node's operator state (labels, annotations, cordon).
+    async fn write(&self, name: &str, op: &OperatorState) -> Result<(), ActError> {
+        self.check_leading()?;
+        let (annotations, labels) = op.to_metadata();
+        let mut patch = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "annotations": annotations, "labels": labels},
+        });
+        if op.cordoned {
+            patch["spec"] = serde_json::json!({"unschedulable": true});
+        }
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        nodes
+            .patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                self.metrics.write_error();
+                ActError::Api(e)
+            })
+    }
+
+    async fn pods_on(&self, node: &str) -> Result<Vec<Pod>, kube::Error> {
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        Ok(pods
+            .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+            .await?
+            .items)
+    }
+
+    /// Reports a rejected ConfigMap once per version: a Warning Event on it and the
+    /// errors in its `drydock.dev/config-error` annotation (cleared when a good one comes).
+    async fn report_config(&self, reported: &mut Option<String>) {
+        let st = self.fleet.policy.borrow().clone();
+        let key = st.rejected.as_ref().map(|(rv, _)| rv.clone());
+        if *reported == key {
+            return;
+        }
+        if self.check_leading().is_err() {
+            return;
+        }
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+        let annotations = match &st.rejected {
+            Some((_, errors)) => {
+                serde_json::json!({CONFIG_ERROR_ANNOTATION: format!("rejected; the previous policy stays in force: {errors}")})
+            }
+            None => serde_json::json!({}),
+        };
+        let patch = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": self.config_map, "namespace": self.namespace, "annotations": annotations},
+        });
+        match api
+            .patch(
+                &self.config_map,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            Ok(cm) => {
+                if let Some((_, errors)) = &st.rejected {
+                    self.metrics.config(true);
+                    let ev = Event {
+                        type_: EventType::Warning,
+                        reason: "ConfigRejected".into(),
+                        note: Some(
+                            format!("{errors}; the previous policy stays in force")
+                                .chars()
+                                .take(1000)
+                                .collect(),
+                        ),
+                        action: "ConfigRejected".into(),
+                        secondary: None,
+                    };
+                    if let Err(e) = self.recorder.publish(&ev, &cm.object_ref(&())).await {
+                        warn!(error = %e, "cannot record the ConfigRejected Event");
+                    }
+                } else {
+                    self.metrics.config(false);
+                }
+                *reported = key;
+            }
+            // No ConfigMap: nothing to annotate.
+            Err(kube::Error::Api(s)) if s.code == 404 => *reported = key,
+            Err(e) => warn!(error = %e, "cannot report the ConfigMap's state on it"),
+        }
+    }
+
+    /// Runs passes until leadership is lost.
+    pub async fn lead(self) {
+        let mut retry_at: HashMap<String, Instant> = HashMap::new();
+        let mut reported_config: Option<String> = None;
+        let mut leading = self.leading.clone();
+        info!("leading: planning and acting");
+        loop {
+            if !*leading.borrow_and_update() {
+                return;
+            }
+            self.report_config(&mut reported_config).await;
+            let (wake, draining) = match self.pass(&mut retry_at).await {
+                Ok(x) => x,
+                Err(ActError::NotLeading) => return,
+                Err(e) => {
+                    warn!(error = %e, "pass failed; retrying");
+                    (Some(Instant::now() + Duration::from_secs(2)), false)
+                }
+            };
+            let mut deadline = wake;
+            let now = Instant::now();
+            retry_at.retain(|_, t| *t > now);
+            if let Some(t) = retry_at.values().min() {
+                deadline = Some(deadline.map_or(*t, |d| d.min(*t)));
+            }
+            if draining {
+                let t = now + self.drain_poll;
+                deadline = Some(deadline.map_or(t, |d| d.min(t)));
+            }
+            tokio::select! {
+                _ = self.fleet.changed.notified() => {
+                    // Debounce a burst of changes into one pass.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                _ = async { match deadline { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
+                _ = leading.changed() => {}
+            }
+        }
+    }
+
+    /// One pass; returns when to wake for the plan and whether a drain is waiting.
+    async fn pass(
+        &self,
+        retry_at: &mut HashMap<String, Instant>,
+    ) -> Result<(Option<Instant>, bool), ActError> {
+        let policy = self.fleet.policy.borrow().policy.clone();
+        let nodes = self.fleet.nodes.state();
+        let by_name: HashMap<String, Arc<Node>> = nodes
+            .iter()
+            .filter_map(|n| n.metadata.name.clone().map(|name| (name, n.clone())))
+            .collect();
+        let mut node_snaps = Vec::with_capacity(nodes.len());
+        let mut pod_snaps = Vec::new();
+        for n in &nodes {
+            match drydock_core::k8s::node(n) {
+                Ok(s) => node_snaps.push(s),
+                Err(e) => {
+                    warn!(error = %e, "skipping a node");
+                    continue;
+                }
+            }
+            if needs_pods(n)
+                && let Some(name) = n.metadata.name.as_deref()
+            {
+                for p in self.pods_on(name).await? {
+                    match drydock_core::k8s::pod(&p) {
+                        Ok(s) => pod_snaps.push(s),
+                        Err(e) => warn!(error = %e, "skipping a pod"),
+                    }
+                }
+            }
+        }
+        let pdb_snaps = self
+            .fleet
+            .pdbs
+            .state()
+            .iter()
+            .filter_map(|b| match drydock_core::k8s::pdb(b) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    warn!(error = %e, "skipping a PodDisruptionBudget");
+                    None
+                }
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let snapshot = Snapshot::new(node_snaps, pod_snaps, pdb_snaps);
+        let now = Timestamp::now();
+        let plan = planner::plan(&snapshot, &policy, now);
+        self.metrics.planned(started.elapsed());
+
+        let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+        let mut draining = false;
+        for a in &plan.actions {
+            *counts
+                .entry((a.pool.clone(), a.action.next_phase().as_str().to_string()))
+                .or_default() += 1;
+        }
+        for w in &plan.waiting {
+            *counts
+                .entry((w.pool.clone(), w.phase.as_str().to_string()))
+                .or_default() += 1;
+            if w.phase == Phase::Draining {
+                draining = true;
+            }
+        }
+        self.metrics.set_nodes(counts);
+
+        for a in &plan.actions {
+            let Some(node) = by_name.get(&a.node) else {
+                continue;
+            };
+            if matches!(a.action, Action::Drain { .. } | Action::ForceDrain { .. }) {
+                draining = true;
+            }
+            match self.act(node, a, now, retry_at).await {
+                Ok(()) => {}
+                Err(ActError::NotLeading) => return Err(ActError::NotLeading),
+                Err(e) => warn!(node = %a.node, action = a.action.name(), error = %e, "action failed; the next pass retries it"),
+            }
+        }
+        for w in &plan.waiting {
+            let Some(node) = by_name.get(&w.node) else {
+                continue;
+            };
+            let state = node_state(node);
+            if let Some(next) = transition::while_waiting(&state, w, now) {
+                if next.reason_code != state.operator.reason_code {
+                    debug!(node = %w.node, code = %w.reason.code, reason = %w.reason.message, "waiting");
+                }
+                match self.write(&w.node, &next).await {
+                    Ok(()) => {}
+                    Err(ActError::NotLeading) => return Err(ActError::NotLeading),
+                    Err(e) => warn!(node = %w.node, error = %e, "cannot record why the node waits"),
+                }
+            }
+        }
+        let wake = plan.next_wakeup.map(|t| {
+            let secs = t.duration_since(Timestamp::now()).as_secs_f64().max(0.0);
+            Instant::now() + Duration::from_secs_f64(secs.min(86_400.0)) + Duration::from_millis(50)
+        });
+        Ok((wake, draining))
+    }
+
+    async fn act(
+        &self,
+        node: &Node,
+        a: &PlannedAction,
+        now: Timestamp,
+        retry_at: &mut HashMap<String, Instant>,
+    ) -> Result<(), ActError> {
+        let state = node_state(node);
+        let next = transition::after_action(&state, a, now);
+        if next != state.operator {
+            self.write(&a.node, &next).await?;
+        }
+        let first_time = state.operator.phase() != a.action.next_phase()
+            || matches!(a.action, Action::Drain { start: true, .. });
+        if first_time {
+            info!(node = %a.node, pool = %a.pool, action = a.action.name(), reason = %a.reason.message, "act");
+            self.metrics.action(a.action.name());
+            for e in transition::events_for(&state, a) {
+                self.event(node, e.severity, e.reason, e.note).await;
+            }
+        }
+        match &a.action {
+            Action::Drain { evict, .. } => {
+                for pod in evict {
+                    if retry_at
+                        .get(&pod.uid)
+                        .is_some_and(|t| *t > Instant::now())
+                    {
+                        continue;
+                    }
+                    self.check_leading()?;
+                    self.evict(node, &a.pool, pod, retry_at).await;
+                }
+            }
+            Action::ForceDrain { delete } => {
+                for pod in delete {
+                    self.check_leading()?;
+                    match drain::delete(&self.client, pod).await {
+                        Ok(Evicted::Refused { status, message }) => {
+                            warn!(pod = %pod.name, status, %message, "delete refused")
+                        }
+                        Ok(_) => {}
+                        Err(e) => warn!(error = %e, "delete failed"),
+                    }
+                }
+            }
+            Action::GrantReboot { .. } => {
+                self.metrics.reboot_granted(&a.pool);
+                if let Some(started) = state.operator.drain_started {
+                    let secs = now.duration_since(started).as_secs_f64().max(0.0);
+                    self.metrics
+                        .drain_finished(&a.pool, Duration::from_secs_f64(secs));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn evict(
+        &self,
+        node: &Node,
+        pool: &str,
+        pod: &PodRef,
+        retry_at: &mut HashMap<String, Instant>,
+    ) {
+        match drain::evict(&self.client, pod).await {
+            Ok(Evicted::Accepted) => self.metrics.eviction(pool, "accepted"),
+            Ok(Evicted::Gone) => self.metrics.eviction(pool, "gone"),
+            Ok(Evicted::Blocked {
+                retry_after,
+                message,
+            }) => {
+                self.metrics.eviction(pool, "blocked");
+                retry_at.insert(pod.uid.clone(), Instant::now() + retry_after);
+                let budget = pod.pdb.as_deref().unwrap_or("(unknown budget)");
+                self.event(
+                    node,
+                    Severity::Warning,
+                    "EvictionBlocked",
+                    format!(
+                        "evicting {}/{} is blocked by PodDisruptionBudget {budget}: {message}; retrying in {}s",
+                        pod.namespace,
+                        pod.name,
+                        retry_after.as_secs()
+                    ),
+                )
+                .await;
+            }
+            Ok(Evicted::Refused { status, message }) => {
+                self.metrics.eviction(pool, "refused");
+                retry_at.insert(pod.uid.clone(), Instant::now() + Duration::from_secs(10));
+                warn!(pod = %pod.name, status, %message, "eviction refused");
+            }
+            Err(e) => {
+                self.metrics.eviction(pool, "error");
+                warn!(error = %e, "eviction failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! `drydock-operator`: turns the planner's decisions into safe actions on a real cluster.
+//!
+//! Two replicas run; a `coordination.k8s.io/v1` Lease picks the one that acts
+//! ([`leader`]). Both keep their caches warm ([`controller::watch_fleet`]); the leader runs
+//! passes ([`controller::Leader`]): plan, then cordon, drain through the Eviction API
+//! ([`drain`]), grant reboots, verify, uncordon — each an idempotent server-side apply of
+//! the node's operator state, so a new leader resumes any step from what the API says.
+//! `/metrics` ([`metrics`]), `/healthz` and `/readyz` are served by every replica.
+
+pub mod controller;
+pub mod drain;
+pub mod leader;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::controller::{Leader, recorder, watch_fleet};
+use crate::leader::LeaseConfig;
+use crate::metrics::Metrics;
+
+/// What the operator needs to run.
+pub struct Config {
+    /// API client; build it with `default_retry = false` (see [`drain`]).
+    pub client: kube::Client,
+    /// The operator's namespace (Lease and ConfigMap live there).
+    pub namespace: String,
+    /// The policy ConfigMap.
+    pub config_map: String,
+    /// The election.
+    pub lease: LeaseConfig,
+    /// Where to serve `/metrics`, `/healthz`, `/readyz` (None: not served).
+    pub listen: Option<SocketAddr>,
+    /// Re-plan this often while a drain waits for pods.
+    pub drain_poll: Duration,
+}
+
+/// Why the operator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// The HTTP listener could not be opened.
+    #[error("listening on {0}: {1}")]
+    Listen(SocketAddr, #[source] std::io::Error),
+    /// A watch ended (it should run forever).
+    #[error("the {0} watch ended")]
+    WatchEnded(&'static str),
+}
+
+#[derive(Clone)]
+struct HttpState {
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+}
+
+async fn serve_http(listener: tokio::net::TcpListener, state: HttpState) {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(|axum::extract::State(s): axum::extract::State<HttpState>| async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    s.metrics.render(),
+                )
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|axum::extract::State(s): axum::extract::State<HttpState>| async move {
+                if s.ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+                }
+            }),
+        )
+        .with_state(state);
+    if let Err(e) = axum::serve(listener, app).await {
+        warn!(error = %e, "the HTTP server stopped");
+    }
+}
+
+/// Runs the operator until a watch ends or the process is stopped. On return (or drop of
+/// the future) nothing is left acting.
+pub async fn run(cfg: Config) -> Result<(), OperatorError> {
+    let metrics = Arc::new(Metrics::default());
+    // Everything spawned here stops when this future ends or is dropped.
+    let mut guards: Vec<AbortOnDrop> = Vec::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    if let Some(addr) = cfg.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| OperatorError::Listen(addr, e))?;
+        info!(%addr, "serving /metrics, /healthz, /readyz");
+        let http = tokio::spawn(serve_http(
+            listener,
+            HttpState {
+                metrics: metrics.clone(),
+                ready: ready.clone(),
+            },
+        ));
+        guards.push(AbortOnDrop(vec![http.abort_handle()]));
+    }
+    let (fleet, watches) = watch_fleet(&cfg.client, &cfg.namespace, &cfg.config_map);
+    let mut watch_tasks = tokio::task::JoinSet::new();
+    for w in watches {
+        watch_tasks.spawn(w);
+    }
+    let (leading_tx, mut leading_rx) = watch::channel(false);
+    let lease_api: Api<Lease> = Api::namespaced(cfg.client.clone(), &cfg.namespace);
+    let election = tokio::spawn(leader::run(lease_api, cfg.lease.clone(), leading_tx));
+    guards.push(AbortOnDrop(vec![election.abort_handle()]));
+
+    // Ready once the node and budget caches hold a first full list.
+    let nodes = fleet.nodes.clone();
+    let pdbs = fleet.pdbs.clone();
+    let r = ready.clone();
+    tokio::spawn(async move {
+        let _ = nodes.wait_until_ready().await;
+        let _ = pdbs.wait_until_ready().await;
+        r.store(true, Ordering::Relaxed);
+    });
+
+    let mut acting: Option<AbortOnDrop> = None;
+    loop {
+        let lead = *leading_rx.borrow_and_update();
+        metrics.leader(lead);
+        match (lead, &acting) {
+            (true, None) => {
+                let _ = fleet.nodes.wait_until_ready().await;
+                let _ = fleet.pdbs.wait_until_ready().await;
+                let leader = Leader {
+                    client: cfg.client.clone(),
+                    fleet: fleet.clone(),
+                    leading: leading_rx.clone(),
+                    metrics: metrics.clone(),
+                    recorder: recorder(&cfg.client, &cfg.lease.identity),
+                    namespace: cfg.namespace.clone(),
+                    config_map: cfg.config_map.clone(),
+                    drain_poll: cfg.drain_poll,
+                };
+                acting = Some(AbortOnDrop(vec![tokio::spawn(leader.lead()).abort_handle()]));
+            }
+            (false, Some(_)) => {
+                // Stop at once: the task is cancelled wherever it is.
+                acting = None;
+            }
+            _ => {}
+        }
+        tokio::select! {
+            changed = leading_rx.changed() => {
+                if changed.is_err() {
+                    return Err(OperatorError::WatchEnded("lease"));
+                }
+            }
+            _ = watch_tasks.join_next() => {
+                return Err(OperatorError::WatchEnded("fleet"));
+            }
+        }
+    }
+}
+
+/// Releases the lease (for a graceful shutdown), so the other replica takes over at once.
+pub async fn release_lease(client: &kube::Client, namespace: &str, lease: &LeaseConfig) {
+    let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    if let Err(e) = leader::release(&api, lease).await {
+        warn!(error = %e, "could not release the lease");
+    }
+}
+
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
+}

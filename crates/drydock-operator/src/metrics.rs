@@ -1,0 +1,210 @@
+//! The operator's metrics, in Prometheus text format. Every label's values are bounded:
+//! pools (from the ConfigMap), phases and actions (fixed enums), error kinds (fixed).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Histogram buckets, seconds.
+const DRAIN_BUCKETS: [f64; 9] = [5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
+const PLAN_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, buckets: &[f64], v: f64) {
+        if self.counts.len() != buckets.len() {
+            self.counts = vec![0; buckets.len()];
+        }
+        for (i, b) in buckets.iter().enumerate() {
+            if v <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str, buckets: &[f64]) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, b) in buckets.iter().enumerate() {
+            let c = self.counts.get(i).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {c}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    nodes: BTreeMap<(String, String), u64>,
+    reboots: BTreeMap<String, u64>,
+    evictions: BTreeMap<(String, String), u64>,
+    drain: BTreeMap<String, Histogram>,
+    plan: Histogram,
+    actions: BTreeMap<String, u64>,
+    config_errors: u64,
+    config_ok: bool,
+    leader: bool,
+    write_errors: u64,
+}
+
+/// The registry; cheap to update from the control loop.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl Metrics {
+    fn with(&self, f: impl FnOnce(&mut Inner)) {
+        if let Ok(mut i) = self.inner.lock() {
+            f(&mut i);
+        }
+    }
+
+    /// Replaces the nodes-per-(pool, phase) gauge.
+    pub fn set_nodes(&self, counts: BTreeMap<(String, String), u64>) {
+        self.with(|i| i.nodes = counts);
+    }
+
+    /// A reboot was granted in `pool`.
+    pub fn reboot_granted(&self, pool: &str) {
+        self.with(|i| *i.reboots.entry(pool.to_string()).or_default() += 1);
+    }
+
+    /// An eviction got `outcome` (`accepted`, `gone`, `blocked`, `refused`, `error`).
+    pub fn eviction(&self, pool: &str, outcome: &'static str) {
+        self.with(|i| {
+            *i.evictions
+                .entry((pool.to_string(), outcome.to_string()))
+                .or_default() += 1
+        });
+    }
+
+    /// A drain took `d` (cordon to reboot grant).
+    pub fn drain_finished(&self, pool: &str, d: Duration) {
+        self.with(|i| {
+            i.drain
+                .entry(pool.to_string())
+                .or_default()
+                .observe(&DRAIN_BUCKETS, d.as_secs_f64())
+        });
+    }
+
+    /// A planner pass took `d`.
+    pub fn planned(&self, d: Duration) {
+        self.with(|i| i.plan.observe(&PLAN_BUCKETS, d.as_secs_f64()));
+    }
+
+    /// An action was applied.
+    pub fn action(&self, name: &'static str) {
+        self.with(|i| *i.actions.entry(name.to_string()).or_default() += 1);
+    }
+
+    /// The ConfigMap was rejected (true) or accepted (false).
+    pub fn config(&self, rejected: bool) {
+        self.with(|i| {
+            if rejected {
+                i.config_errors += 1;
+            }
+            i.config_ok = !rejected;
+        });
+    }
+
+    /// Leadership changed.
+    pub fn leader(&self, leading: bool) {
+        self.with(|i| i.leader = leading);
+    }
+
+    /// A write to the API failed.
+    pub fn write_error(&self) {
+        self.with(|i| i.write_errors += 1);
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let Ok(i) = self.inner.lock() else {
+            return String::new();
+        };
+        let mut o = String::new();
+        let _ = writeln!(o, "# HELP drydock_nodes Nodes per pool and phase.\n# TYPE drydock_nodes gauge");
+        for ((pool, phase), n) in &i.nodes {
+            let _ = writeln!(o, "drydock_nodes{{pool=\"{pool}\",phase=\"{phase}\"}} {n}");
+        }
+        let _ = writeln!(o, "# HELP drydock_reboots_granted_total Reboots granted.\n# TYPE drydock_reboots_granted_total counter");
+        for (pool, n) in &i.reboots {
+            let _ = writeln!(o, "drydock_reboots_granted_total{{pool=\"{pool}\"}} {n}");
+        }
+        let _ = writeln!(o, "# HELP drydock_evictions_total Eviction requests by outcome (blocked = 429 from a budget, retried after Retry-After).\n# TYPE drydock_evictions_total counter");
+        for ((pool, outcome), n) in &i.evictions {
+            let _ = writeln!(
+                o,
+                "drydock_evictions_total{{pool=\"{pool}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let _ = writeln!(o, "# HELP drydock_drain_duration_seconds From cordon to reboot grant.\n# TYPE drydock_drain_duration_seconds histogram");
+        for (pool, h) in &i.drain {
+            h.render(
+                &mut o,
+                "drydock_drain_duration_seconds",
+                &format!("pool=\"{pool}\""),
+                &DRAIN_BUCKETS,
+            );
+        }
+        let _ = writeln!(o, "# HELP drydock_planner_duration_seconds One planner pass.\n# TYPE drydock_planner_duration_seconds histogram");
+        i.plan
+            .render(&mut o, "drydock_planner_duration_seconds", "", &PLAN_BUCKETS);
+        let _ = writeln!(o, "# HELP drydock_actions_total Actions applied.\n# TYPE drydock_actions_total counter");
+        for (a, n) in &i.actions {
+            let _ = writeln!(o, "drydock_actions_total{{action=\"{a}\"}} {n}");
+        }
+        let _ = writeln!(o, "# HELP drydock_config_errors_total ConfigMap versions rejected.\n# TYPE drydock_config_errors_total counter\ndrydock_config_errors_total {}", i.config_errors);
+        let _ = writeln!(o, "# HELP drydock_config_valid Whether the current ConfigMap is in force (0: the last good one is).\n# TYPE drydock_config_valid gauge\ndrydock_config_valid {}", u8::from(i.config_ok));
+        let _ = writeln!(o, "# HELP drydock_leader Whether this replica leads.\n# TYPE drydock_leader gauge\ndrydock_leader {}", u8::from(i.leader));
+        let _ = writeln!(o, "# HELP drydock_api_write_errors_total Writes to the API server that failed.\n# TYPE drydock_api_write_errors_total counter\ndrydock_api_write_errors_total {}", i.write_errors);
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_valid_exposition() {
+        let m = Metrics::default();
+        m.reboot_granted("workers");
+        m.drain_finished("workers", Duration::from_secs(20));
+        m.planned(Duration::from_millis(3));
+        m.eviction("workers", "blocked");
+        m.leader(true);
+        let mut nodes = BTreeMap::new();
+        nodes.insert(("workers".to_string(), "Done".to_string()), 3);
+        m.set_nodes(nodes);
+        let text = m.render();
+        assert!(text.contains("drydock_nodes{pool=\"workers\",phase=\"Done\"} 3"));
+        assert!(text.contains("drydock_reboots_granted_total{pool=\"workers\"} 1"));
+        assert!(text.contains("drydock_drain_duration_seconds_bucket{pool=\"workers\",le=\"15\"} 0"));
+        assert!(text.contains("drydock_drain_duration_seconds_bucket{pool=\"workers\",le=\"30\"} 1"));
+        assert!(text.contains("drydock_planner_duration_seconds_count 1"));
+        assert!(text.contains("drydock_evictions_total{pool=\"workers\",outcome=\"blocked\"} 1"));
+        assert!(text.contains("drydock_leader 1"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').expect("name value");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}
