@@ -1,0 +1,629 @@
+//! The operator on the real control plane, with KWOK nodes, a real drydock-agent per node
+//! and a simulated Flatcar host per node (its own private dbus-daemon): rollouts with
+//! budgets and a leader killed mid-drain and mid-reboot, a budget that allows nothing,
+//! a rollback, a node that never returns, a drain that times out, a bad ConfigMap.
+//!
+//! An independent watcher (its own Node watch, not the operator's state) records, for
+//! every change it sees, how many nodes of each pool are unavailable; each simulated host
+//! counts its boots.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drydock_core::protocol::keys;
+use drydock_host::update_engine::{Client as UeClient, Event as UeEvent, Operation};
+use drydock_operator::leader::LeaseConfig;
+use drydock_sim::bus::PrivateBus;
+use drydock_sim::host::SimHost;
+use drydock_sim::update_engine::Offer;
+use drydock_testenv::TestEnv;
+use futures_util::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+const NS: &str = "drydock-system";
+const FROM: &str = "4081.2.0";
+const TO: &str = "4230.0.0";
+
+/// One simulated machine: its bus, files, services, and its agent (restarted on boot).
+struct Machine {
+    name: String,
+    _bus: PrivateBus,
+    _root: tempfile::TempDir,
+    sim: SimHost,
+    bus_address: String,
+    supervisor: JoinHandle<()>,
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.supervisor.abort();
+    }
+}
+
+fn agent_task(client: kube::Client, name: String, bus: zbus::Connection, root: std::path::PathBuf) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let cfg = drydock_agent::Config {
+            node_name: name,
+            client,
+            bus,
+            host_root: root,
+            agent_version: "test".into(),
+            check_interval: drydock_agent::DEFAULT_CHECK_INTERVAL,
+        };
+        let _ = drydock_agent::run(cfg).await;
+    })
+}
+
+async fn machine(env: &TestEnv, name: &str, reboot_delay: Duration) -> Machine {
+    let bus = PrivateBus::start().expect("private dbus-daemon");
+    let root = tempfile::tempdir().expect("host root");
+    let sim = SimHost::start_flatcar(
+        bus.address(),
+        root.path(),
+        FROM,
+        Duration::from_millis(10),
+        reboot_delay,
+    )
+    .await
+    .expect("simulated host");
+    let address = bus.address().to_string();
+    let client = env.client();
+    let node = name.to_string();
+    let rootp = root.path().to_path_buf();
+    let mut boots = sim.reboots();
+    let supervisor = tokio::spawn(async move {
+        // The agent is a process of the host: it dies with each reboot and starts again.
+        loop {
+            let conn = match zbus::connection::Builder::address(address.as_str()) {
+                Ok(b) => b.build().await,
+                Err(e) => Err(e),
+            };
+            let Ok(conn) = conn else { return };
+            let agent = agent_task(client.clone(), node.clone(), conn, rootp.clone());
+            if boots.changed().await.is_err() {
+                agent.abort();
+                return;
+            }
+            agent.abort();
+        }
+    });
+    Machine {
+        name: name.into(),
+        bus_address: bus.address().to_string(),
+        _bus: bus,
+        _root: root,
+        sim,
+        supervisor,
+    }
+}
+
+impl Machine {
+    /// Stages 4230.0.0 as update_engine's own check would.
+    async fn stage(&self) {
+        self.sim.update_engine().set_offer(Some(Offer {
+            version: TO.into(),
+            size: 1000,
+            fail_download: false,
+        }));
+        let conn = zbus::connection::Builder::address(self.bus_address.as_str())
+            .expect("address")
+            .build()
+            .await
+            .expect("connect");
+        let client = UeClient::new(conn);
+        let mut events = client.watch().await.expect("watch");
+        client.attempt_update().await.expect("AttemptUpdate");
+        loop {
+            let e = timeout(Duration::from_secs(20), events.recv())
+                .await
+                .expect("staged in time")
+                .expect("event");
+            if matches!(e, UeEvent::Status(s) if s.operation == Operation::UpdatedNeedReboot) {
+                return;
+            }
+        }
+    }
+
+    fn boots(&self) -> u32 {
+        self.sim.reboots().borrow().number
+    }
+}
+
+/// A replica of the operator, run in this process (aborting it is a SIGKILL: no lease
+/// release, nothing left running).
+fn replica(env: &TestEnv, identity: &str) -> JoinHandle<()> {
+    let cfg = drydock_operator::Config {
+        client: env.client(),
+        namespace: NS.into(),
+        config_map: "drydock-config".into(),
+        lease: LeaseConfig {
+            name: "drydock-operator".into(),
+            namespace: NS.into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_secs(4),
+            renew_deadline: Duration::from_secs(3),
+            retry_period: Duration::from_millis(500),
+        },
+        listen: None,
+        drain_poll: Duration::from_secs(1),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = drydock_operator::run(cfg).await {
+            eprintln!("operator stopped: {e}");
+        }
+    })
+}
+
+async fn setup(env: &TestEnv, policy: &str) {
+    let client = env.client();
+    let ns: Api<Namespace> = Api::all(client.clone());
+    for n in [NS, "shop"] {
+        ns.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": n}})).expect("namespace"),
+        )
+        .await
+        .expect("namespace");
+    }
+    set_policy(env, policy).await;
+}
+
+async fn set_policy(env: &TestEnv, policy: &str) {
+    let cms: Api<ConfigMap> = Api::namespaced(env.client(), NS);
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "drydock-config", "namespace": NS},
+        "data": {"config.yaml": policy}});
+    cms.patch(
+        "drydock-config",
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(&cm),
+    )
+    .await
+    .expect("ConfigMap");
+}
+
+async fn apply(env: &TestEnv, doc: serde_json::Value) {
+    let kind = doc["kind"].as_str().expect("kind").to_string();
+    let name = doc["metadata"]["name"].as_str().expect("name").to_string();
+    let ar = match kind.as_str() {
+        "Deployment" => kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
+        "StatefulSet" => kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::StatefulSet>(&()),
+        "PodDisruptionBudget" => kube::api::ApiResource::erase::<
+            k8s_openapi::api::policy::v1::PodDisruptionBudget,
+        >(&()),
+        other => panic!("unexpected kind {other}"),
+    };
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(env.client(), "shop", &ar);
+    api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&doc))
+        .await
+        .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+}
+
+fn deployment(name: &str, replicas: u32) -> serde_json::Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}}}})
+}
+
+fn pdb(name: &str, spec: serde_json::Value) -> serde_json::Value {
+    let mut s = spec;
+    s["selector"] = json!({"matchLabels": {"app": name}});
+    json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": name, "namespace": "shop"}, "spec": s})
+}
+
+/// Waits until every pod in `shop` is Running and Ready and `count` in all.
+async fn wait_pods_ready(env: &mut TestEnv, count: usize) {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(env.client(), "shop");
+    env.wait_for(
+        &format!("{count} pods Ready in shop"),
+        Duration::from_secs(120),
+        move || {
+            let pods = pods.clone();
+            async move {
+                let list = pods.list(&ListParams::default()).await?;
+                let ready = list
+                    .items
+                    .iter()
+                    .filter(|p| {
+                        p.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|cs| {
+                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                    })
+                    .count();
+                Ok(ready == count && list.items.len() == count)
+            }
+        },
+    )
+    .await
+    .expect("workload Ready");
+}
+
+#[derive(Debug, Default)]
+struct Observed {
+    /// Highest number of unavailable nodes per pool at any observed moment.
+    peak: BTreeMap<String, usize>,
+}
+
+/// The independent watcher: its own Node watch; a node is unavailable when cordoned,
+/// NotReady, or in a disrupting phase.
+fn watch_availability(env: &TestEnv, pool_of: HashMap<String, String>) -> (Arc<Mutex<Observed>>, JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Observed::default()));
+    let s = seen.clone();
+    let api: Api<Node> = Api::all(env.client());
+    let task = tokio::spawn(async move {
+        let mut current: HashMap<String, bool> = HashMap::new();
+        let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).touched_objects());
+        while let Some(Ok(n)) = stream.next().await {
+            let name = n.metadata.name.clone().unwrap_or_default();
+            let phase = n
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(keys::PHASE))
+                .cloned()
+                .unwrap_or_default();
+            let ready = n
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let cordoned = n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+            let disrupting = matches!(
+                phase.as_str(),
+                "Draining" | "RebootGranted" | "Rebooting" | "Verifying"
+            );
+            current.insert(name, cordoned || !ready || disrupting);
+            let mut per_pool: BTreeMap<String, usize> = BTreeMap::new();
+            for (node, unavailable) in &current {
+                if *unavailable && let Some(p) = pool_of.get(node) {
+                    *per_pool.entry(p.clone()).or_default() += 1;
+                }
+            }
+            if let Ok(mut o) = s.lock() {
+                for (p, c) in per_pool {
+                    let e = o.peak.entry(p).or_default();
+                    *e = (*e).max(c);
+                }
+            }
+        }
+    });
+    (seen, task)
+}
+
+async fn node(env: &TestEnv, name: &str) -> Node {
+    Api::<Node>::all(env.client())
+        .get(name)
+        .await
+        .expect("node")
+}
+
+fn label(n: &Node, key: &str) -> Option<String> {
+    n.metadata.labels.as_ref().and_then(|l| l.get(key)).cloned()
+}
+
+fn annotation(n: &Node, key: &str) -> Option<String> {
+    n.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .cloned()
+}
+
+/// Waits until `f` holds for the node.
+async fn wait_node(env: &mut TestEnv, name: &str, what: &str, secs: u64, f: impl Fn(&Node) -> bool + Clone + 'static) {
+    let api: Api<Node> = Api::all(env.client());
+    let name = name.to_string();
+    env.wait_for(what, Duration::from_secs(secs), move || {
+        let (api, name, f) = (api.clone(), name.clone(), f.clone());
+        async move { Ok(f(&api.get(&name).await?)) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
+async fn leader_identity(env: &TestEnv) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(env.client(), NS);
+    leases
+        .get_opt("drydock-operator")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+}
+
+async fn events_for(env: &TestEnv, name: &str) -> Vec<(String, String, String)> {
+    let api: Api<Event> = Api::all(env.client());
+    api.list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn phase_is(p: &'static str) -> impl Fn(&Node) -> bool + Clone {
+    move |n| label(n, keys::PHASE).as_deref() == Some(p)
+}
+
+#[tokio::test]
+async fn a_two_pool_rollout_survives_leader_kills_within_limits() {
+    let mut env = TestEnv::start().await.expect("control plane");
+    let blue = env
+        .add_ready_nodes("blue", 3, &[("pool", "blue")], Duration::from_secs(60))
+        .await
+        .expect("blue nodes");
+    let green = env
+        .add_ready_nodes("green", 3, &[("pool", "green")], Duration::from_secs(60))
+        .await
+        .expect("green nodes");
+    setup(
+        &env,
+        "maxUnavailable: 1\ndrain: {timeout: 3m, onTimeout: hold}\nhealth: {readyTimeout: 2m, bake: 0s, haltAfterFailures: 1}\npools:\n  - name: blue\n    nodeSelector: {pool: blue}\n    maxUnavailable: 1\n  - name: green\n    nodeSelector: {pool: green}\n    maxUnavailable: 2\n",
+    )
+    .await;
+    apply(&env, deployment("web", 4)).await;
+    apply(&env, pdb("web", json!({"minAvailable": 3}))).await;
+    apply(
+        &env,
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": "shop"},
+            "spec": {"replicas": 2, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                "template": {"metadata": {"labels": {"app": "db"}},
+                    "spec": {"terminationGracePeriodSeconds": 1,
+                        "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}}}}),
+    )
+    .await;
+    apply(&env, pdb("db", json!({"maxUnavailable": 1}))).await;
+    wait_pods_ready(&mut env, 6).await;
+
+    let mut machines = Vec::new();
+    let mut pool_of = HashMap::new();
+    for n in blue.iter().chain(green.iter()) {
+        machines.push(machine(&env, n, Duration::from_millis(300)).await);
+        pool_of.insert(n.clone(), if n.starts_with("blue") { "blue" } else { "green" }.to_string());
+    }
+    let (observed, watcher_task) = watch_availability(&env, pool_of);
+    for m in &machines {
+        m.stage().await;
+    }
+    let mut replicas: HashMap<String, JoinHandle<()>> = HashMap::new();
+    for id in ["op-a", "op-b"] {
+        replicas.insert(id.to_string(), replica(&env, id));
+    }
+
+    // Kill the leader while a node drains, then while one reboots; start a fresh replica
+    // each time so two always run.
+    let mut next_id = 0;
+    for moment in [&["Draining"][..], &["RebootGranted", "Rebooting"][..]] {
+        let nodes: Api<Node> = Api::all(env.client());
+        let m = moment.to_vec();
+        env.wait_for(&format!("a node in {moment:?}"), Duration::from_secs(120), move || {
+            let (nodes, m) = (nodes.clone(), m.clone());
+            async move {
+                Ok(nodes.list(&ListParams::default()).await?.items.iter().any(|n| {
+                    label(n, keys::PHASE).is_some_and(|p| m.contains(&p.as_str()))
+                }))
+            }
+        })
+        .await
+        .expect("the moment to kill the leader");
+        let leader = leader_identity(&env).await.expect("a leader");
+        replicas.remove(&leader).expect("leader is one of ours").abort();
+        next_id += 1;
+        let id = format!("op-new-{next_id}");
+        replicas.insert(id.clone(), replica(&env, &id));
+    }
+
+    let nodes: Api<Node> = Api::all(env.client());
+    env.wait_for("every node Done on 4230.0.0 and schedulable", Duration::from_secs(300), move || {
+        let nodes = nodes.clone();
+        async move {
+            let list = nodes.list(&ListParams::default()).await?;
+            Ok(list.items.len() == 6 && list.items.iter().all(|n| {
+                label(n, keys::PHASE).as_deref() == Some("Done")
+                    && annotation(n, keys::BOOTED_VERSION).as_deref() == Some(TO)
+                    && !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
+            }))
+        }
+    })
+    .await
+    .expect("rollout finished");
+    watcher_task.abort();
+    let peak = observed.lock().expect("observations").peak.clone();
+    assert!(peak.get("blue").copied().unwrap_or(0) <= 1, "blue exceeded maxUnavailable 1: {peak:?}");
+    assert!(peak.get("green").copied().unwrap_or(0) <= 2, "green exceeded maxUnavailable 2: {peak:?}");
+    assert!(peak.get("green").copied().unwrap_or(0) >= 1, "the watcher saw the rollout: {peak:?}");
+    for m in &machines {
+        assert_eq!(m.boots(), 2, "{} booted {} times (one reboot expected)", m.name, m.boots());
+    }
+    // What a person sees on a node.
+    let reasons: Vec<String> = events_for(&env, &blue[0]).await.into_iter().map(|e| e.1).collect();
+    for want in ["Cordoned", "DrainStarted", "RebootGranted", "Rebooted", "Verified", "Uncordoned"] {
+        assert!(reasons.iter().any(|r| r == want), "{want} missing from {reasons:?}");
+    }
+    wait_pods_ready(&mut env, 6).await;
+}
+
+#[tokio::test]
+async fn a_budget_that_allows_nothing_names_itself_and_the_node_proceeds_once_it_allows() {
+    let mut env = TestEnv::start().await.expect("control plane");
+    let names = env
+        .add_ready_nodes("node", 2, &[], Duration::from_secs(60))
+        .await
+        .expect("nodes");
+    setup(&env, "maxUnavailable: 1\nhealth: {bake: 0s}\n").await;
+    // One pod, on node-0 only; its budget allows no disruption.
+    let mut d = deployment("solo", 1);
+    d["spec"]["template"]["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": "node-0"});
+    apply(&env, d).await;
+    apply(&env, pdb("solo", json!({"minAvailable": 1}))).await;
+    wait_pods_ready(&mut env, 1).await;
+    let m = machine(&env, &names[0], Duration::from_millis(300)).await;
+    m.stage().await;
+    let _op = replica(&env, "op-a");
+    wait_node(&mut env, "node-0", "node-0 waits for shop/solo", 60, |n| {
+        annotation(n, keys::REASON_CODE).as_deref() == Some("PdbBlocked")
+            && annotation(n, keys::REASON).is_some_and(|r| r.contains("shop/solo"))
+    })
+    .await;
+    let n = node(&env, "node-0").await;
+    assert_eq!(label(&n, keys::PHASE).as_deref(), Some("Queued"));
+    assert!(!n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false), "not cordoned while waiting");
+    assert_eq!(m.boots(), 1);
+    // The budget allows one once the pod may run elsewhere and there are two of them.
+    let mut d = deployment("solo", 2);
+    d["spec"]["template"]["spec"]["nodeSelector"] = json!({});
+    apply(&env, d).await;
+    wait_node(&mut env, "node-0", "node-0 Done after the budget allowed it", 120, |n| {
+        label(n, keys::PHASE).as_deref() == Some("Done")
+            && annotation(n, keys::BOOTED_VERSION).as_deref() == Some(TO)
+    })
+    .await;
+    assert_eq!(m.boots(), 2);
+}
+
+#[tokio::test]
+async fn a_rollback_fails_the_node_uncordoned_and_halts_the_pool() {
+    let mut env = TestEnv::start().await.expect("control plane");
+    let names = env
+        .add_ready_nodes("node", 2, &[], Duration::from_secs(60))
+        .await
+        .expect("nodes");
+    setup(&env, "maxUnavailable: 1\nhealth: {bake: 0s, haltAfterFailures: 1}\n").await;
+    let a = machine(&env, &names[0], Duration::from_millis(300)).await;
+    let b = machine(&env, &names[1], Duration::from_millis(300)).await;
+    a.sim.fail_next_boot();
+    b.sim.fail_next_boot();
+    a.stage().await;
+    b.stage().await;
+    let _op = replica(&env, "op-a");
+    let api: Api<Node> = Api::all(env.client());
+    env.wait_for("one node Failed", Duration::from_secs(120), move || {
+        let api = api.clone();
+        async move {
+            Ok(api.list(&ListParams::default()).await?.items.iter().any(|n| label(n, keys::PHASE).as_deref() == Some("Failed")))
+        }
+    })
+    .await
+    .expect("a Failed node");
+    let failed = if label(&node(&env, "node-0").await, keys::PHASE).as_deref() == Some("Failed") { "node-0" } else { "node-1" };
+    let other = if failed == "node-0" { "node-1" } else { "node-0" };
+    let n = node(&env, failed).await;
+    assert_eq!(annotation(&n, keys::REASON_CODE).as_deref(), Some("Rollback"));
+    assert!(!n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false), "uncordoned");
+    assert_eq!(annotation(&n, keys::BOOTED_VERSION).as_deref(), Some(FROM));
+    let evs = events_for(&env, failed).await;
+    assert!(evs.iter().any(|e| e.0 == "Warning" && e.1 == "Failed" && e.2.contains("came back on 4081.2.0")), "{evs:?}");
+    // The pool halts: the other node is not started.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let o = node(&env, other).await;
+    assert_eq!(annotation(&o, keys::REASON_CODE).as_deref(), Some("PoolHalted"), "{:?}", o.metadata.annotations);
+    assert_eq!(b.boots().min(a.boots()), 1, "only one node rebooted");
+}
+
+#[tokio::test]
+async fn a_node_that_never_returns_fails_and_a_drain_that_times_out_is_held() {
+    let mut env = TestEnv::start().await.expect("control plane");
+    let names = env
+        .add_ready_nodes("node", 2, &[], Duration::from_secs(60))
+        .await
+        .expect("nodes");
+    setup(
+        &env,
+        "maxUnavailable: 2\ndrain: {timeout: 5s, onTimeout: hold}\nhealth: {readyTimeout: 8s, bake: 0s, haltAfterFailures: 5}\n",
+    )
+    .await;
+    // node-1 holds a pod whose budget never allows an eviction.
+    let mut d = deployment("stuck", 1);
+    d["spec"]["template"]["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": "node-1"});
+    apply(&env, d).await;
+    apply(&env, pdb("stuck", json!({"maxUnavailable": 0}))).await;
+    wait_pods_ready(&mut env, 1).await;
+    // node-0's reboot takes far longer than readyTimeout.
+    let lost = machine(&env, &names[0], Duration::from_secs(600)).await;
+    let stuck = machine(&env, &names[1], Duration::from_millis(300)).await;
+    lost.stage().await;
+    stuck.stage().await;
+    let _op = replica(&env, "op-a");
+    wait_node(&mut env, "node-0", "node-0 Failed: never returned", 90, phase_is("Failed")).await;
+    let n = node(&env, "node-0").await;
+    assert!(
+        matches!(annotation(&n, keys::REASON_CODE).as_deref(), Some("NeverReturned")),
+        "{:?}",
+        n.metadata.annotations
+    );
+    assert!(!n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false), "uncordoned");
+
+    wait_node(&mut env, "node-1", "node-1 Held after the drain timeout", 90, phase_is("Held")).await;
+    let n = node(&env, "node-1").await;
+    assert_eq!(annotation(&n, keys::REASON_CODE).as_deref(), Some("DrainTimeout"));
+    assert!(!n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false), "uncordoned");
+    assert_eq!(stuck.boots(), 1, "no reboot after a failed drain");
+    let evs = events_for(&env, "node-1").await;
+    assert!(evs.iter().any(|e| e.0 == "Warning" && e.1 == "Held"), "{evs:?}");
+    assert!(evs.iter().any(|e| e.1 == "Uncordoned"), "{evs:?}");
+}
+
+#[tokio::test]
+async fn a_bad_configmap_is_rejected_visibly_and_the_last_good_policy_stays() {
+    let mut env = TestEnv::start().await.expect("control plane");
+    let names = env
+        .add_ready_nodes("node", 1, &[], Duration::from_secs(60))
+        .await
+        .expect("nodes");
+    setup(&env, "paused: true\n").await;
+    let m = machine(&env, &names[0], Duration::from_millis(300)).await;
+    m.stage().await;
+    let _op = replica(&env, "op-a");
+    wait_node(&mut env, "node-0", "node-0 paused", 60, |n| {
+        annotation(n, keys::REASON_CODE).as_deref() == Some("GloballyPaused")
+    })
+    .await;
+    set_policy(&env, "paused: false\nmaxUnavailabel: 3\n").await;
+    let cms: Api<ConfigMap> = Api::namespaced(env.client(), NS);
+    let c2 = cms.clone();
+    env.wait_for("the rejection on the ConfigMap", Duration::from_secs(30), move || {
+        let cms = c2.clone();
+        async move {
+            let cm = cms.get("drydock-config").await?;
+            Ok(cm.metadata.annotations.unwrap_or_default().get(drydock_operator::controller::CONFIG_ERROR_ANNOTATION).is_some_and(|e| e.contains("maxUnavailabel")))
+        }
+    })
+    .await
+    .expect("rejection recorded");
+    let evs = events_for(&env, "drydock-config").await;
+    assert!(evs.iter().any(|e| e.0 == "Warning" && e.1 == "ConfigRejected" && e.2.contains("maxUnavailable")), "{evs:?}");
+    // The last good policy (paused) stays in force.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let n = node(&env, "node-0").await;
+    assert_eq!(annotation(&n, keys::REASON_CODE).as_deref(), Some("GloballyPaused"));
+    assert_eq!(m.boots(), 1);
+    // A good one clears the annotation and the rollout goes on.
+    set_policy(&env, "paused: false\nhealth: {bake: 0s}\n").await;
+    wait_node(&mut env, "node-0", "node-0 Done", 90, phase_is("Done")).await;
+    let cm = cms.get("drydock-config").await.expect("cm");
+    assert!(!cm.metadata.annotations.unwrap_or_default().contains_key(drydock_operator::controller::CONFIG_ERROR_ANNOTATION));
+}
