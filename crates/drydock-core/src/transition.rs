@@ -71,6 +71,11 @@ pub fn while_waiting(current: &NodeState, waiting: &Waiting, now: Timestamp) -> 
     if same {
         return None;
     }
+    // Held and Failed keep the reason their action recorded (the planner reads it back,
+    // e.g. to see whether a person's hold was lifted).
+    if matches!(waiting.phase, Phase::Held | Phase::Failed) && op.phase() == waiting.phase {
+        return None;
+    }
     // Idle nodes that are up to date carry no reason: nothing to see, nothing to write.
     if waiting.phase == Phase::Idle && op.phase() == Phase::Idle && op.reason_code.is_none() && op.pool.as_deref() == Some(waiting.pool.as_str()) {
         return None;
@@ -301,5 +306,18 @@ mod tests {
             ..NodeState::default()
         };
         assert_eq!(while_waiting(&s, &w, t("2026-11-22T10:01:00Z")), None);
+        // A Held node keeps the reason its Hold recorded.
+        let mut held = NodeState::default();
+        held.operator.phase = Some(Phase::Held);
+        held.operator.reason_code = Some("HeldByPerson".into());
+        let w = Waiting {
+            phase: Phase::Held,
+            reason: Reason {
+                code: ReasonCode::Held,
+                message: "held by a person: disk check".into(),
+            },
+            ..w
+        };
+        assert_eq!(while_waiting(&held, &w, now), None);
     }
 }
