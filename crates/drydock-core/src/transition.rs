@@ -37,8 +37,9 @@ pub fn after_action(current: &NodeState, action: &PlannedAction, now: Timestamp)
         Action::ForceDrain { .. } | Action::MarkRebooting | Action::Verify => {}
         Action::GrantReboot { token, target } => {
             next.token = Some(*token);
-            next.target_version =
-                crate::version::OsVersion::parse_any(target).ok().or(next.target_version);
+            next.target_version = crate::version::OsVersion::parse_any(target)
+                .ok()
+                .or(next.target_version);
             next.grant_slot = current.agent.booted_slot.clone();
             next.grant_boot_id = current.agent.boot_id.clone();
         }
@@ -50,7 +51,10 @@ pub fn after_action(current: &NodeState, action: &PlannedAction, now: Timestamp)
                 next.cordoned = false;
             }
             next.drain_started = None;
-            if matches!(action.action, Action::Complete { .. } | Action::Release { .. }) {
+            if matches!(
+                action.action,
+                Action::Complete { .. } | Action::Release { .. }
+            ) {
                 next.grant_slot = None;
                 next.grant_boot_id = None;
             }
@@ -61,7 +65,11 @@ pub fn after_action(current: &NodeState, action: &PlannedAction, now: Timestamp)
 
 /// The node's operator state while it waits, if that differs from what is recorded (the
 /// phase a person sees — Queued rather than Idle — and why).
-pub fn while_waiting(current: &NodeState, waiting: &Waiting, now: Timestamp) -> Option<OperatorState> {
+pub fn while_waiting(
+    current: &NodeState,
+    waiting: &Waiting,
+    now: Timestamp,
+) -> Option<OperatorState> {
     let op = &current.operator;
     let code = waiting.reason.code.as_str();
     let same = op.phase() == waiting.phase
@@ -77,7 +85,11 @@ pub fn while_waiting(current: &NodeState, waiting: &Waiting, now: Timestamp) -> 
         return None;
     }
     // Idle nodes that are up to date carry no reason: nothing to see, nothing to write.
-    if waiting.phase == Phase::Idle && op.phase() == Phase::Idle && op.reason_code.is_none() && op.pool.as_deref() == Some(waiting.pool.as_str()) {
+    if waiting.phase == Phase::Idle
+        && op.phase() == Phase::Idle
+        && op.reason_code.is_none()
+        && op.pool.as_deref() == Some(waiting.pool.as_str())
+    {
         return None;
     }
     Some(OperatorState {
@@ -259,7 +271,10 @@ mod tests {
             t("2026-11-22T10:00:00Z"),
         );
         assert_eq!(next.token, Some(4));
-        assert_eq!(next.target_version.map(|v| v.to_string()).as_deref(), Some("4230.0.0"));
+        assert_eq!(
+            next.target_version.map(|v| v.to_string()).as_deref(),
+            Some("4230.0.0")
+        );
         assert_eq!(next.grant_slot.as_deref(), Some("a"));
         assert_eq!(next.grant_boot_id.as_deref(), Some("boot-1"));
         assert_eq!(next.phase, Some(Phase::RebootGranted));

@@ -26,11 +26,11 @@ use futures_util::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::Resource;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::Resource;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -305,7 +305,9 @@ impl Leader {
     /// errors in its `drydock.dev/config-error` annotation (cleared when a good one comes).
     async fn report_config(&self, reported: &mut Option<String>) {
         let st = self.fleet.policy.borrow().clone();
-        let key = st.rejected.as_ref().map(|(rv, _)| rv.clone());
+        // Keyed by the errors, not the resourceVersion: annotating the ConfigMap makes a
+        // new version of the same bad policy.
+        let key = st.rejected.as_ref().map(|(_, errors)| errors.clone());
         if *reported == key {
             return;
         }
@@ -478,7 +480,9 @@ impl Leader {
             match self.act(node, a, now, retry_at).await {
                 Ok(()) => {}
                 Err(ActError::NotLeading) => return Err(ActError::NotLeading),
-                Err(e) => warn!(node = %a.node, action = a.action.name(), error = %e, "action failed; the next pass retries it"),
+                Err(e) => {
+                    warn!(node = %a.node, action = a.action.name(), error = %e, "action failed; the next pass retries it")
+                }
             }
         }
         for w in &plan.waiting {
@@ -528,10 +532,7 @@ impl Leader {
         match &a.action {
             Action::Drain { evict, .. } => {
                 for pod in evict {
-                    if retry_at
-                        .get(&pod.uid)
-                        .is_some_and(|t| *t > Instant::now())
-                    {
+                    if retry_at.get(&pod.uid).is_some_and(|t| *t > Instant::now()) {
                         continue;
                     }
                     self.check_leading()?;

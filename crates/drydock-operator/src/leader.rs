@@ -60,7 +60,9 @@ fn is_not_found(e: &kube::Error) -> bool {
 /// Tries once to acquire or renew the lease.
 pub async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<Attempt, LeaseError> {
     let now = Timestamp::now();
-    let secs = i32::try_from(cfg.lease_duration.as_secs()).unwrap_or(i32::MAX).max(1);
+    let secs = i32::try_from(cfg.lease_duration.as_secs())
+        .unwrap_or(i32::MAX)
+        .max(1);
     let err = |e| LeaseError::Api(cfg.name.clone(), e);
     let current = match api.get(&cfg.name).await {
         Ok(l) => l,

@@ -65,23 +65,30 @@ async fn serve_http(listener: tokio::net::TcpListener, state: HttpState) {
     let app = axum::Router::new()
         .route(
             "/metrics",
-            get(|axum::extract::State(s): axum::extract::State<HttpState>| async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    s.metrics.render(),
-                )
-            }),
+            get(
+                |axum::extract::State(s): axum::extract::State<HttpState>| async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        s.metrics.render(),
+                    )
+                },
+            ),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
-            get(|axum::extract::State(s): axum::extract::State<HttpState>| async move {
-                if s.ready.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ok")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
-                }
-            }),
+            get(
+                |axum::extract::State(s): axum::extract::State<HttpState>| async move {
+                    if s.ready.load(Ordering::Relaxed) {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+                    }
+                },
+            ),
         )
         .with_state(state);
     if let Err(e) = axum::serve(listener, app).await {
@@ -120,15 +127,19 @@ pub async fn run(cfg: Config) -> Result<(), OperatorError> {
     let election = tokio::spawn(leader::run(lease_api, cfg.lease.clone(), leading_tx));
     guards.push(AbortOnDrop(vec![election.abort_handle()]));
 
-    // Ready once the node and budget caches hold a first full list.
+    // Ready once the node and budget caches hold a first full list. One waiter only (a
+    // store's readiness wakes one waiter); everyone else follows `synced`.
     let nodes = fleet.nodes.clone();
     let pdbs = fleet.pdbs.clone();
     let r = ready.clone();
-    tokio::spawn(async move {
+    let (synced_tx, mut synced) = watch::channel(false);
+    let sync_task = tokio::spawn(async move {
         let _ = nodes.wait_until_ready().await;
         let _ = pdbs.wait_until_ready().await;
         r.store(true, Ordering::Relaxed);
+        synced_tx.send_replace(true);
     });
+    guards.push(AbortOnDrop(vec![sync_task.abort_handle()]));
 
     let mut acting: Option<AbortOnDrop> = None;
     loop {
@@ -136,8 +147,9 @@ pub async fn run(cfg: Config) -> Result<(), OperatorError> {
         metrics.leader(lead);
         match (lead, &acting) {
             (true, None) => {
-                let _ = fleet.nodes.wait_until_ready().await;
-                let _ = fleet.pdbs.wait_until_ready().await;
+                if synced.wait_for(|s| *s).await.is_err() {
+                    return Err(OperatorError::WatchEnded("fleet"));
+                }
                 let leader = Leader {
                     client: cfg.client.clone(),
                     fleet: fleet.clone(),
@@ -148,7 +160,9 @@ pub async fn run(cfg: Config) -> Result<(), OperatorError> {
                     config_map: cfg.config_map.clone(),
                     drain_poll: cfg.drain_poll,
                 };
-                acting = Some(AbortOnDrop(vec![tokio::spawn(leader.lead()).abort_handle()]));
+                acting = Some(AbortOnDrop(vec![
+                    tokio::spawn(leader.lead()).abort_handle(),
+                ]));
             }
             (false, Some(_)) => {
                 // Stop at once: the task is cancelled wherever it is.

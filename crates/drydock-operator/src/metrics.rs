@@ -37,7 +37,11 @@ impl Histogram {
             let c = self.counts.get(i).copied().unwrap_or(0);
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {c}");
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
         let braces = if labels.is_empty() {
             String::new()
         } else {
@@ -140,22 +144,34 @@ impl Metrics {
             return String::new();
         };
         let mut o = String::new();
-        let _ = writeln!(o, "# HELP drydock_nodes Nodes per pool and phase.\n# TYPE drydock_nodes gauge");
+        let _ = writeln!(
+            o,
+            "# HELP drydock_nodes Nodes per pool and phase.\n# TYPE drydock_nodes gauge"
+        );
         for ((pool, phase), n) in &i.nodes {
             let _ = writeln!(o, "drydock_nodes{{pool=\"{pool}\",phase=\"{phase}\"}} {n}");
         }
-        let _ = writeln!(o, "# HELP drydock_reboots_granted_total Reboots granted.\n# TYPE drydock_reboots_granted_total counter");
+        let _ = writeln!(
+            o,
+            "# HELP drydock_reboots_granted_total Reboots granted.\n# TYPE drydock_reboots_granted_total counter"
+        );
         for (pool, n) in &i.reboots {
             let _ = writeln!(o, "drydock_reboots_granted_total{{pool=\"{pool}\"}} {n}");
         }
-        let _ = writeln!(o, "# HELP drydock_evictions_total Eviction requests by outcome (blocked = 429 from a budget, retried after Retry-After).\n# TYPE drydock_evictions_total counter");
+        let _ = writeln!(
+            o,
+            "# HELP drydock_evictions_total Eviction requests by outcome (blocked = 429 from a budget, retried after Retry-After).\n# TYPE drydock_evictions_total counter"
+        );
         for ((pool, outcome), n) in &i.evictions {
             let _ = writeln!(
                 o,
                 "drydock_evictions_total{{pool=\"{pool}\",outcome=\"{outcome}\"}} {n}"
             );
         }
-        let _ = writeln!(o, "# HELP drydock_drain_duration_seconds From cordon to reboot grant.\n# TYPE drydock_drain_duration_seconds histogram");
+        let _ = writeln!(
+            o,
+            "# HELP drydock_drain_duration_seconds From cordon to reboot grant.\n# TYPE drydock_drain_duration_seconds histogram"
+        );
         for (pool, h) in &i.drain {
             h.render(
                 &mut o,
@@ -164,17 +180,43 @@ impl Metrics {
                 &DRAIN_BUCKETS,
             );
         }
-        let _ = writeln!(o, "# HELP drydock_planner_duration_seconds One planner pass.\n# TYPE drydock_planner_duration_seconds histogram");
-        i.plan
-            .render(&mut o, "drydock_planner_duration_seconds", "", &PLAN_BUCKETS);
-        let _ = writeln!(o, "# HELP drydock_actions_total Actions applied.\n# TYPE drydock_actions_total counter");
+        let _ = writeln!(
+            o,
+            "# HELP drydock_planner_duration_seconds One planner pass.\n# TYPE drydock_planner_duration_seconds histogram"
+        );
+        i.plan.render(
+            &mut o,
+            "drydock_planner_duration_seconds",
+            "",
+            &PLAN_BUCKETS,
+        );
+        let _ = writeln!(
+            o,
+            "# HELP drydock_actions_total Actions applied.\n# TYPE drydock_actions_total counter"
+        );
         for (a, n) in &i.actions {
             let _ = writeln!(o, "drydock_actions_total{{action=\"{a}\"}} {n}");
         }
-        let _ = writeln!(o, "# HELP drydock_config_errors_total ConfigMap versions rejected.\n# TYPE drydock_config_errors_total counter\ndrydock_config_errors_total {}", i.config_errors);
-        let _ = writeln!(o, "# HELP drydock_config_valid Whether the current ConfigMap is in force (0: the last good one is).\n# TYPE drydock_config_valid gauge\ndrydock_config_valid {}", u8::from(i.config_ok));
-        let _ = writeln!(o, "# HELP drydock_leader Whether this replica leads.\n# TYPE drydock_leader gauge\ndrydock_leader {}", u8::from(i.leader));
-        let _ = writeln!(o, "# HELP drydock_api_write_errors_total Writes to the API server that failed.\n# TYPE drydock_api_write_errors_total counter\ndrydock_api_write_errors_total {}", i.write_errors);
+        let _ = writeln!(
+            o,
+            "# HELP drydock_config_errors_total ConfigMap versions rejected.\n# TYPE drydock_config_errors_total counter\ndrydock_config_errors_total {}",
+            i.config_errors
+        );
+        let _ = writeln!(
+            o,
+            "# HELP drydock_config_valid Whether the current ConfigMap is in force (0: the last good one is).\n# TYPE drydock_config_valid gauge\ndrydock_config_valid {}",
+            u8::from(i.config_ok)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP drydock_leader Whether this replica leads.\n# TYPE drydock_leader gauge\ndrydock_leader {}",
+            u8::from(i.leader)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP drydock_api_write_errors_total Writes to the API server that failed.\n# TYPE drydock_api_write_errors_total counter\ndrydock_api_write_errors_total {}",
+            i.write_errors
+        );
         o
     }
 }
@@ -197,8 +239,12 @@ mod tests {
         let text = m.render();
         assert!(text.contains("drydock_nodes{pool=\"workers\",phase=\"Done\"} 3"));
         assert!(text.contains("drydock_reboots_granted_total{pool=\"workers\"} 1"));
-        assert!(text.contains("drydock_drain_duration_seconds_bucket{pool=\"workers\",le=\"15\"} 0"));
-        assert!(text.contains("drydock_drain_duration_seconds_bucket{pool=\"workers\",le=\"30\"} 1"));
+        assert!(
+            text.contains("drydock_drain_duration_seconds_bucket{pool=\"workers\",le=\"15\"} 0")
+        );
+        assert!(
+            text.contains("drydock_drain_duration_seconds_bucket{pool=\"workers\",le=\"30\"} 1")
+        );
         assert!(text.contains("drydock_planner_duration_seconds_count 1"));
         assert!(text.contains("drydock_evictions_total{pool=\"workers\",outcome=\"blocked\"} 1"));
         assert!(text.contains("drydock_leader 1"));

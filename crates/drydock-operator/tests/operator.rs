@@ -48,7 +48,12 @@ impl Drop for Machine {
     }
 }
 
-fn agent_task(client: kube::Client, name: String, bus: zbus::Connection, root: std::path::PathBuf) -> JoinHandle<()> {
+fn agent_task(
+    client: kube::Client,
+    name: String,
+    bus: zbus::Connection,
+    root: std::path::PathBuf,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let cfg = drydock_agent::Config {
             node_name: name,
@@ -140,6 +145,14 @@ impl Machine {
 /// A replica of the operator, run in this process (aborting it is a SIGKILL: no lease
 /// release, nothing left running).
 fn replica(env: &TestEnv, identity: &str) -> JoinHandle<()> {
+    replica_on(env, identity, None)
+}
+
+fn replica_on(
+    env: &TestEnv,
+    identity: &str,
+    listen: Option<std::net::SocketAddr>,
+) -> JoinHandle<()> {
     let cfg = drydock_operator::Config {
         client: env.client(),
         namespace: NS.into(),
@@ -152,7 +165,7 @@ fn replica(env: &TestEnv, identity: &str) -> JoinHandle<()> {
             renew_deadline: Duration::from_secs(3),
             retry_period: Duration::from_millis(500),
         },
-        listen: None,
+        listen,
         drain_poll: Duration::from_secs(1),
     };
     tokio::spawn(async move {
@@ -194,18 +207,25 @@ async fn apply(env: &TestEnv, doc: serde_json::Value) {
     let kind = doc["kind"].as_str().expect("kind").to_string();
     let name = doc["metadata"]["name"].as_str().expect("name").to_string();
     let ar = match kind.as_str() {
-        "Deployment" => kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
-        "StatefulSet" => kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::StatefulSet>(&()),
-        "PodDisruptionBudget" => kube::api::ApiResource::erase::<
-            k8s_openapi::api::policy::v1::PodDisruptionBudget,
-        >(&()),
+        "Deployment" => {
+            kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&())
+        }
+        "StatefulSet" => {
+            kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::StatefulSet>(&())
+        }
+        "PodDisruptionBudget" => {
+            kube::api::ApiResource::erase::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(&())
+        }
         other => panic!("unexpected kind {other}"),
     };
-    let api: Api<kube::api::DynamicObject> =
-        Api::namespaced_with(env.client(), "shop", &ar);
-    api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&doc))
-        .await
-        .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(env.client(), "shop", &ar);
+    api.patch(
+        &name,
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(&doc),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
 }
 
 fn deployment(name: &str, replicas: u32) -> serde_json::Value {
@@ -261,7 +281,10 @@ struct Observed {
 
 /// The independent watcher: its own Node watch; a node is unavailable when cordoned,
 /// NotReady, or in a disrupting phase.
-fn watch_availability(env: &TestEnv, pool_of: HashMap<String, String>) -> (Arc<Mutex<Observed>>, JoinHandle<()>) {
+fn watch_availability(
+    env: &TestEnv,
+    pool_of: HashMap<String, String>,
+) -> (Arc<Mutex<Observed>>, JoinHandle<()>) {
     let seen = Arc::new(Mutex::new(Observed::default()));
     let s = seen.clone();
     let api: Api<Node> = Api::all(env.client());
@@ -282,7 +305,11 @@ fn watch_availability(env: &TestEnv, pool_of: HashMap<String, String>) -> (Arc<M
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            let cordoned = n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+            let cordoned = n
+                .spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false);
             let disrupting = matches!(
                 phase.as_str(),
                 "Draining" | "RebootGranted" | "Rebooting" | "Verifying"
@@ -325,7 +352,13 @@ fn annotation(n: &Node, key: &str) -> Option<String> {
 }
 
 /// Waits until `f` holds for the node.
-async fn wait_node(env: &mut TestEnv, name: &str, what: &str, secs: u64, f: impl Fn(&Node) -> bool + Clone + 'static) {
+async fn wait_node(
+    env: &mut TestEnv,
+    name: &str,
+    what: &str,
+    secs: u64,
+    f: impl Fn(&Node) -> bool + Clone + 'static,
+) {
     let api: Api<Node> = Api::all(env.client());
     let name = name.to_string();
     env.wait_for(what, Duration::from_secs(secs), move || {
@@ -403,7 +436,15 @@ async fn a_two_pool_rollout_survives_leader_kills_within_limits() {
     let mut pool_of = HashMap::new();
     for n in blue.iter().chain(green.iter()) {
         machines.push(machine(&env, n, Duration::from_millis(300)).await);
-        pool_of.insert(n.clone(), if n.starts_with("blue") { "blue" } else { "green" }.to_string());
+        pool_of.insert(
+            n.clone(),
+            if n.starts_with("blue") {
+                "blue"
+            } else {
+                "green"
+            }
+            .to_string(),
+        );
     }
     let (observed, watcher_task) = watch_availability(&env, pool_of);
     for m in &machines {
@@ -420,49 +461,97 @@ async fn a_two_pool_rollout_survives_leader_kills_within_limits() {
     for moment in [&["Draining"][..], &["RebootGranted", "Rebooting"][..]] {
         let nodes: Api<Node> = Api::all(env.client());
         let m = moment.to_vec();
-        env.wait_for(&format!("a node in {moment:?}"), Duration::from_secs(120), move || {
-            let (nodes, m) = (nodes.clone(), m.clone());
-            async move {
-                Ok(nodes.list(&ListParams::default()).await?.items.iter().any(|n| {
-                    label(n, keys::PHASE).is_some_and(|p| m.contains(&p.as_str()))
-                }))
-            }
-        })
+        env.wait_for(
+            &format!("a node in {moment:?}"),
+            Duration::from_secs(120),
+            move || {
+                let (nodes, m) = (nodes.clone(), m.clone());
+                async move {
+                    Ok(nodes
+                        .list(&ListParams::default())
+                        .await?
+                        .items
+                        .iter()
+                        .any(|n| label(n, keys::PHASE).is_some_and(|p| m.contains(&p.as_str()))))
+                }
+            },
+        )
         .await
         .expect("the moment to kill the leader");
         let leader = leader_identity(&env).await.expect("a leader");
-        replicas.remove(&leader).expect("leader is one of ours").abort();
+        replicas
+            .remove(&leader)
+            .expect("leader is one of ours")
+            .abort();
         next_id += 1;
         let id = format!("op-new-{next_id}");
         replicas.insert(id.clone(), replica(&env, &id));
     }
 
     let nodes: Api<Node> = Api::all(env.client());
-    env.wait_for("every node Done on 4230.0.0 and schedulable", Duration::from_secs(300), move || {
-        let nodes = nodes.clone();
-        async move {
-            let list = nodes.list(&ListParams::default()).await?;
-            Ok(list.items.len() == 6 && list.items.iter().all(|n| {
-                label(n, keys::PHASE).as_deref() == Some("Done")
-                    && annotation(n, keys::BOOTED_VERSION).as_deref() == Some(TO)
-                    && !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
-            }))
-        }
-    })
+    env.wait_for(
+        "every node Done on 4230.0.0 and schedulable",
+        Duration::from_secs(300),
+        move || {
+            let nodes = nodes.clone();
+            async move {
+                let list = nodes.list(&ListParams::default()).await?;
+                Ok(list.items.len() == 6
+                    && list.items.iter().all(|n| {
+                        label(n, keys::PHASE).as_deref() == Some("Done")
+                            && annotation(n, keys::BOOTED_VERSION).as_deref() == Some(TO)
+                            && !n
+                                .spec
+                                .as_ref()
+                                .and_then(|s| s.unschedulable)
+                                .unwrap_or(false)
+                    }))
+            }
+        },
+    )
     .await
     .expect("rollout finished");
     watcher_task.abort();
     let peak = observed.lock().expect("observations").peak.clone();
-    assert!(peak.get("blue").copied().unwrap_or(0) <= 1, "blue exceeded maxUnavailable 1: {peak:?}");
-    assert!(peak.get("green").copied().unwrap_or(0) <= 2, "green exceeded maxUnavailable 2: {peak:?}");
-    assert!(peak.get("green").copied().unwrap_or(0) >= 1, "the watcher saw the rollout: {peak:?}");
+    assert!(
+        peak.get("blue").copied().unwrap_or(0) <= 1,
+        "blue exceeded maxUnavailable 1: {peak:?}"
+    );
+    assert!(
+        peak.get("green").copied().unwrap_or(0) <= 2,
+        "green exceeded maxUnavailable 2: {peak:?}"
+    );
+    assert!(
+        peak.get("green").copied().unwrap_or(0) >= 1,
+        "the watcher saw the rollout: {peak:?}"
+    );
     for m in &machines {
-        assert_eq!(m.boots(), 2, "{} booted {} times (one reboot expected)", m.name, m.boots());
+        assert_eq!(
+            m.boots(),
+            2,
+            "{} booted {} times (one reboot expected)",
+            m.name,
+            m.boots()
+        );
     }
     // What a person sees on a node.
-    let reasons: Vec<String> = events_for(&env, &blue[0]).await.into_iter().map(|e| e.1).collect();
-    for want in ["Cordoned", "DrainStarted", "RebootGranted", "Rebooted", "Verified", "Uncordoned"] {
-        assert!(reasons.iter().any(|r| r == want), "{want} missing from {reasons:?}");
+    let reasons: Vec<String> = events_for(&env, &blue[0])
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    for want in [
+        "Cordoned",
+        "DrainStarted",
+        "RebootGranted",
+        "Rebooted",
+        "Verified",
+        "Uncordoned",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == want),
+            "{want} missing from {reasons:?}"
+        );
     }
     wait_pods_ready(&mut env, 6).await;
 }
@@ -491,16 +580,28 @@ async fn a_budget_that_allows_nothing_names_itself_and_the_node_proceeds_once_it
     .await;
     let n = node(&env, "node-0").await;
     assert_eq!(label(&n, keys::PHASE).as_deref(), Some("Queued"));
-    assert!(!n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false), "not cordoned while waiting");
+    assert!(
+        !n.spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false),
+        "not cordoned while waiting"
+    );
     assert_eq!(m.boots(), 1);
     // The budget allows one once the pod may run elsewhere and there are two of them.
     let mut d = deployment("solo", 2);
     d["spec"]["template"]["spec"]["nodeSelector"] = json!({});
     apply(&env, d).await;
-    wait_node(&mut env, "node-0", "node-0 Done after the budget allowed it", 120, |n| {
-        label(n, keys::PHASE).as_deref() == Some("Done")
-            && annotation(n, keys::BOOTED_VERSION).as_deref() == Some(TO)
-    })
+    wait_node(
+        &mut env,
+        "node-0",
+        "node-0 Done after the budget allowed it",
+        120,
+        |n| {
+            label(n, keys::PHASE).as_deref() == Some("Done")
+                && annotation(n, keys::BOOTED_VERSION).as_deref() == Some(TO)
+        },
+    )
     .await;
     assert_eq!(m.boots(), 2);
 }
@@ -512,7 +613,11 @@ async fn a_rollback_fails_the_node_uncordoned_and_halts_the_pool() {
         .add_ready_nodes("node", 2, &[], Duration::from_secs(60))
         .await
         .expect("nodes");
-    setup(&env, "maxUnavailable: 1\nhealth: {bake: 0s, haltAfterFailures: 1}\n").await;
+    setup(
+        &env,
+        "maxUnavailable: 1\nhealth: {bake: 0s, haltAfterFailures: 1}\n",
+    )
+    .await;
     let a = machine(&env, &names[0], Duration::from_millis(300)).await;
     let b = machine(&env, &names[1], Duration::from_millis(300)).await;
     a.sim.fail_next_boot();
@@ -524,23 +629,54 @@ async fn a_rollback_fails_the_node_uncordoned_and_halts_the_pool() {
     env.wait_for("one node Failed", Duration::from_secs(120), move || {
         let api = api.clone();
         async move {
-            Ok(api.list(&ListParams::default()).await?.items.iter().any(|n| label(n, keys::PHASE).as_deref() == Some("Failed")))
+            Ok(api
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .any(|n| label(n, keys::PHASE).as_deref() == Some("Failed")))
         }
     })
     .await
     .expect("a Failed node");
-    let failed = if label(&node(&env, "node-0").await, keys::PHASE).as_deref() == Some("Failed") { "node-0" } else { "node-1" };
-    let other = if failed == "node-0" { "node-1" } else { "node-0" };
+    let failed = if label(&node(&env, "node-0").await, keys::PHASE).as_deref() == Some("Failed") {
+        "node-0"
+    } else {
+        "node-1"
+    };
+    let other = if failed == "node-0" {
+        "node-1"
+    } else {
+        "node-0"
+    };
     let n = node(&env, failed).await;
-    assert_eq!(annotation(&n, keys::REASON_CODE).as_deref(), Some("Rollback"));
-    assert!(!n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false), "uncordoned");
+    assert_eq!(
+        annotation(&n, keys::REASON_CODE).as_deref(),
+        Some("Rollback")
+    );
+    assert!(
+        !n.spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false),
+        "uncordoned"
+    );
     assert_eq!(annotation(&n, keys::BOOTED_VERSION).as_deref(), Some(FROM));
     let evs = events_for(&env, failed).await;
-    assert!(evs.iter().any(|e| e.0 == "Warning" && e.1 == "Failed" && e.2.contains("came back on 4081.2.0")), "{evs:?}");
+    assert!(
+        evs.iter()
+            .any(|e| e.0 == "Warning" && e.1 == "Failed" && e.2.contains("came back on 4081.2.0")),
+        "{evs:?}"
+    );
     // The pool halts: the other node is not started.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let o = node(&env, other).await;
-    assert_eq!(annotation(&o, keys::REASON_CODE).as_deref(), Some("PoolHalted"), "{:?}", o.metadata.annotations);
+    assert_eq!(
+        annotation(&o, keys::REASON_CODE).as_deref(),
+        Some("PoolHalted"),
+        "{:?}",
+        o.metadata.annotations
+    );
     assert_eq!(b.boots().min(a.boots()), 1, "only one node rebooted");
 }
 
@@ -568,22 +704,57 @@ async fn a_node_that_never_returns_fails_and_a_drain_that_times_out_is_held() {
     lost.stage().await;
     stuck.stage().await;
     let _op = replica(&env, "op-a");
-    wait_node(&mut env, "node-0", "node-0 Failed: never returned", 90, phase_is("Failed")).await;
+    wait_node(
+        &mut env,
+        "node-0",
+        "node-0 Failed: never returned",
+        90,
+        phase_is("Failed"),
+    )
+    .await;
     let n = node(&env, "node-0").await;
     assert!(
-        matches!(annotation(&n, keys::REASON_CODE).as_deref(), Some("NeverReturned")),
+        matches!(
+            annotation(&n, keys::REASON_CODE).as_deref(),
+            Some("NeverReturned")
+        ),
         "{:?}",
         n.metadata.annotations
     );
-    assert!(!n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false), "uncordoned");
+    assert!(
+        !n.spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false),
+        "uncordoned"
+    );
 
-    wait_node(&mut env, "node-1", "node-1 Held after the drain timeout", 90, phase_is("Held")).await;
+    wait_node(
+        &mut env,
+        "node-1",
+        "node-1 Held after the drain timeout",
+        90,
+        phase_is("Held"),
+    )
+    .await;
     let n = node(&env, "node-1").await;
-    assert_eq!(annotation(&n, keys::REASON_CODE).as_deref(), Some("DrainTimeout"));
-    assert!(!n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false), "uncordoned");
+    assert_eq!(
+        annotation(&n, keys::REASON_CODE).as_deref(),
+        Some("DrainTimeout")
+    );
+    assert!(
+        !n.spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false),
+        "uncordoned"
+    );
     assert_eq!(stuck.boots(), 1, "no reboot after a failed drain");
     let evs = events_for(&env, "node-1").await;
-    assert!(evs.iter().any(|e| e.0 == "Warning" && e.1 == "Held"), "{evs:?}");
+    assert!(
+        evs.iter().any(|e| e.0 == "Warning" && e.1 == "Held"),
+        "{evs:?}"
+    );
     assert!(evs.iter().any(|e| e.1 == "Uncordoned"), "{evs:?}");
 }
 
@@ -597,7 +768,12 @@ async fn a_bad_configmap_is_rejected_visibly_and_the_last_good_policy_stays() {
     setup(&env, "paused: true\n").await;
     let m = machine(&env, &names[0], Duration::from_millis(300)).await;
     m.stage().await;
-    let _op = replica(&env, "op-a");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let _op = replica_on(&env, "op-a", Some(addr));
     wait_node(&mut env, "node-0", "node-0 paused", 60, |n| {
         annotation(n, keys::REASON_CODE).as_deref() == Some("GloballyPaused")
     })
@@ -605,25 +781,72 @@ async fn a_bad_configmap_is_rejected_visibly_and_the_last_good_policy_stays() {
     set_policy(&env, "paused: false\nmaxUnavailabel: 3\n").await;
     let cms: Api<ConfigMap> = Api::namespaced(env.client(), NS);
     let c2 = cms.clone();
-    env.wait_for("the rejection on the ConfigMap", Duration::from_secs(30), move || {
-        let cms = c2.clone();
-        async move {
-            let cm = cms.get("drydock-config").await?;
-            Ok(cm.metadata.annotations.unwrap_or_default().get(drydock_operator::controller::CONFIG_ERROR_ANNOTATION).is_some_and(|e| e.contains("maxUnavailabel")))
-        }
-    })
+    env.wait_for(
+        "the rejection on the ConfigMap",
+        Duration::from_secs(30),
+        move || {
+            let cms = c2.clone();
+            async move {
+                let cm = cms.get("drydock-config").await?;
+                Ok(cm
+                    .metadata
+                    .annotations
+                    .unwrap_or_default()
+                    .get(drydock_operator::controller::CONFIG_ERROR_ANNOTATION)
+                    .is_some_and(|e| e.contains("maxUnavailabel")))
+            }
+        },
+    )
     .await
     .expect("rejection recorded");
     let evs = events_for(&env, "drydock-config").await;
-    assert!(evs.iter().any(|e| e.0 == "Warning" && e.1 == "ConfigRejected" && e.2.contains("maxUnavailable")), "{evs:?}");
+    assert!(
+        evs.iter()
+            .any(|e| e.0 == "Warning" && e.1 == "ConfigRejected" && e.2.contains("maxUnavailable")),
+        "{evs:?}"
+    );
     // The last good policy (paused) stays in force.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let n = node(&env, "node-0").await;
-    assert_eq!(annotation(&n, keys::REASON_CODE).as_deref(), Some("GloballyPaused"));
+    assert_eq!(
+        annotation(&n, keys::REASON_CODE).as_deref(),
+        Some("GloballyPaused")
+    );
     assert_eq!(m.boots(), 1);
+    // What Prometheus and the kubelet's probes read.
+    let get = |path: &'static str| async move {
+        let r = reqwest::get(format!("http://{addr}{path}"))
+            .await
+            .expect("HTTP");
+        (r.status().as_u16(), r.text().await.expect("body"))
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    assert_eq!(get("/readyz").await.0, 200);
+    let (status, metrics) = get("/metrics").await;
+    assert_eq!(status, 200);
+    for want in [
+        "drydock_leader 1",
+        "drydock_config_errors_total 1",
+        "drydock_config_valid 0",
+        "drydock_nodes{pool=\"default\",phase=\"Queued\"} 1",
+        "drydock_planner_duration_seconds_count",
+    ] {
+        assert!(metrics.contains(want), "{want} missing from:\n{metrics}");
+    }
     // A good one clears the annotation and the rollout goes on.
     set_policy(&env, "paused: false\nhealth: {bake: 0s}\n").await;
     wait_node(&mut env, "node-0", "node-0 Done", 90, phase_is("Done")).await;
+    let (_, metrics) = get("/metrics").await;
+    assert!(
+        metrics.contains("drydock_reboots_granted_total{pool=\"default\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("drydock_config_valid 1"), "{metrics}");
     let cm = cms.get("drydock-config").await.expect("cm");
-    assert!(!cm.metadata.annotations.unwrap_or_default().contains_key(drydock_operator::controller::CONFIG_ERROR_ANNOTATION));
+    assert!(
+        !cm.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(drydock_operator::controller::CONFIG_ERROR_ANNOTATION)
+    );
 }
