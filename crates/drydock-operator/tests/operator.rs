@@ -678,6 +678,30 @@ async fn a_rollback_fails_the_node_uncordoned_and_halts_the_pool() {
         o.metadata.annotations
     );
     assert_eq!(b.boots().min(a.boots()), 1, "only one node rebooted");
+    // A person looks, then releases the failed node (`drydock.dev/release` = its
+    // phase-since): it leaves Failed and the pool moves on to the other node.
+    let since = annotation(&n, keys::PHASE_SINCE).expect("phase-since");
+    Api::<Node>::all(env.client())
+        .patch(
+            failed,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {keys::RELEASE: since}}})),
+        )
+        .await
+        .expect("release");
+    wait_node(&mut env, failed, "the failed node released", 60, |n| {
+        matches!(label(n, keys::PHASE).as_deref(), Some("Idle"))
+    })
+    .await;
+    let other_machine = if failed == "node-0" { &b } else { &a };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while other_machine.boots() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pool did not move on after the release"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 #[tokio::test]
