@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drydock_core::planner::{self, Action, PlannedAction, PodRef};
-use drydock_core::policy::Policy;
+use drydock_core::policy::{GracePeriod, Policy};
 use drydock_core::protocol::{NodeState, OperatorState, Phase, keys, parse_node_state};
 use drydock_core::snapshot::Snapshot;
 use drydock_core::transition::{self, Severity};
@@ -477,7 +477,13 @@ impl Leader {
             if matches!(a.action, Action::Drain { .. } | Action::ForceDrain { .. }) {
                 draining = true;
             }
-            match self.act(node, a, now, retry_at).await {
+            let grace = policy.all_pools().find(|p| p.name == a.pool).and_then(|p| {
+                match p.drain.grace_period {
+                    GracePeriod::Pod => None,
+                    GracePeriod::Seconds(s) => Some(s),
+                }
+            });
+            match self.act(node, a, now, grace, retry_at).await {
                 Ok(()) => {}
                 Err(ActError::NotLeading) => return Err(ActError::NotLeading),
                 Err(e) => {
@@ -513,6 +519,7 @@ impl Leader {
         node: &Node,
         a: &PlannedAction,
         now: Timestamp,
+        grace: Option<u64>,
         retry_at: &mut HashMap<String, Instant>,
     ) -> Result<(), ActError> {
         let state = node_state(node);
@@ -520,7 +527,10 @@ impl Leader {
         if next != state.operator {
             self.write(&a.node, &next).await?;
         }
+        // Events and counters once per step: a new phase, or a new reason within one
+        // (a forced drain stays Draining).
         let first_time = state.operator.phase() != a.action.next_phase()
+            || state.operator.reason_code.as_deref() != Some(a.reason.code.as_str())
             || matches!(a.action, Action::Drain { start: true, .. });
         if first_time {
             info!(node = %a.node, pool = %a.pool, action = a.action.name(), reason = %a.reason.message, "act");
@@ -536,13 +546,13 @@ impl Leader {
                         continue;
                     }
                     self.check_leading()?;
-                    self.evict(node, &a.pool, pod, retry_at).await;
+                    self.evict(node, &a.pool, pod, grace, retry_at).await;
                 }
             }
             Action::ForceDrain { delete } => {
                 for pod in delete {
                     self.check_leading()?;
-                    match drain::delete(&self.client, pod).await {
+                    match drain::delete(&self.client, pod, grace).await {
                         Ok(Evicted::Refused { status, message }) => {
                             warn!(pod = %pod.name, status, %message, "delete refused")
                         }
@@ -569,9 +579,10 @@ impl Leader {
         node: &Node,
         pool: &str,
         pod: &PodRef,
+        grace: Option<u64>,
         retry_at: &mut HashMap<String, Instant>,
     ) {
-        match drain::evict(&self.client, pod).await {
+        match drain::evict(&self.client, pod, grace).await {
             Ok(Evicted::Accepted) => self.metrics.eviction(pool, "accepted"),
             Ok(Evicted::Gone) => self.metrics.eviction(pool, "gone"),
             Ok(Evicted::Blocked {

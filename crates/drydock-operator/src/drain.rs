@@ -82,18 +82,27 @@ fn message_of(body: &[u8]) -> String {
     msg
 }
 
-/// Asks the API server to evict `pod` (only the pod with its UID).
-pub async fn evict(client: &kube::Client, pod: &PodRef) -> Result<Evicted, DrainError> {
+/// Asks the API server to evict `pod` (only the pod with its UID), with `grace` seconds
+/// to terminate (None: the pod's own grace period).
+pub async fn evict(
+    client: &kube::Client,
+    pod: &PodRef,
+    grace: Option<u64>,
+) -> Result<Evicted, DrainError> {
     let key = format!("{}/{}", pod.namespace, pod.name);
     let wrap = |e: Box<dyn std::error::Error + Send + Sync>| DrainError::Request {
         pod: key.clone(),
         source: e,
     };
+    let mut delete_options = serde_json::json!({"preconditions": {"uid": pod.uid}});
+    if let Some(g) = grace {
+        delete_options["gracePeriodSeconds"] = serde_json::json!(g);
+    }
     let body = serde_json::json!({
         "apiVersion": "policy/v1",
         "kind": "Eviction",
         "metadata": {"name": pod.name, "namespace": pod.namespace},
-        "deleteOptions": {"preconditions": {"uid": pod.uid}},
+        "deleteOptions": delete_options,
     });
     let bytes = serde_json::to_vec(&body).map_err(|e| wrap(Box::new(e)))?;
     let req = http::Request::post(format!(
@@ -125,8 +134,13 @@ pub async fn evict(client: &kube::Client, pod: &PodRef) -> Result<Evicted, Drain
     })
 }
 
-/// Deletes `pod` (only the pod with its UID): a forced drain after the timeout.
-pub async fn delete(client: &kube::Client, pod: &PodRef) -> Result<Evicted, DrainError> {
+/// Deletes `pod` (only the pod with its UID), with `grace` seconds to terminate (None:
+/// its own): a forced drain after the timeout, past any budget.
+pub async fn delete(
+    client: &kube::Client,
+    pod: &PodRef,
+    grace: Option<u64>,
+) -> Result<Evicted, DrainError> {
     let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
         kube::Api::namespaced(client.clone(), &pod.namespace);
     let dp = kube::api::DeleteParams {
@@ -134,6 +148,7 @@ pub async fn delete(client: &kube::Client, pod: &PodRef) -> Result<Evicted, Drai
             uid: Some(pod.uid.clone()),
             resource_version: None,
         }),
+        grace_period_seconds: grace.and_then(|g| u32::try_from(g).ok()),
         ..kube::api::DeleteParams::default()
     };
     match api.delete(&pod.name, &dp).await {

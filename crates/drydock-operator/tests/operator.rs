@@ -874,3 +874,59 @@ async fn a_bad_configmap_is_rejected_visibly_and_the_last_good_policy_stays() {
             .contains_key(drydock_operator::controller::CONFIG_ERROR_ANNOTATION)
     );
 }
+
+#[tokio::test]
+async fn a_drain_that_times_out_with_on_timeout_force_deletes_what_remains() {
+    let mut env = TestEnv::start().await.expect("control plane");
+    let names = env
+        .add_ready_nodes("node", 1, &[], Duration::from_secs(60))
+        .await
+        .expect("nodes");
+    setup(
+        &env,
+        "maxUnavailable: 1\ndrain: {timeout: 4s, onTimeout: force}\nhealth: {bake: 0s}\n",
+    )
+    .await;
+    // Two pods that can only run on node-0, behind a budget that allows one at a time:
+    // once one is evicted its replacement cannot be scheduled, so the other never may be.
+    let mut d = deployment("duo", 2);
+    d["spec"]["template"]["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": "node-0"});
+    apply(&env, d).await;
+    apply(&env, pdb("duo", json!({"minAvailable": 1}))).await;
+    wait_pods_ready(&mut env, 2).await;
+    let m = machine(&env, &names[0], Duration::from_millis(300)).await;
+    m.stage().await;
+    let _op = replica(&env, "op-a");
+    wait_node(
+        &mut env,
+        "node-0",
+        "node-0 Done after a forced drain",
+        120,
+        |n| {
+            label(n, keys::PHASE).as_deref() == Some("Done")
+                && annotation(n, keys::BOOTED_VERSION).as_deref() == Some(TO)
+                && !n
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.unschedulable)
+                    .unwrap_or(false)
+        },
+    )
+    .await;
+    assert_eq!(m.boots(), 2);
+    let evs = events_for(&env, "node-0").await;
+    assert!(
+        evs.iter()
+            .any(|e| e.0 == "Warning" && e.1 == "DrainForced" && e.2.contains("onTimeout: force")),
+        "{evs:?}"
+    );
+    // Both pods were asked for at once; the budget refused the second, by name.
+    assert!(
+        evs.iter().any(|e| e.0 == "Warning"
+            && e.1 == "EvictionBlocked"
+            && e.2.contains("PodDisruptionBudget shop/duo")),
+        "{evs:?}"
+    );
+    // The workload comes back once the node is schedulable again.
+    wait_pods_ready(&mut env, 2).await;
+}
