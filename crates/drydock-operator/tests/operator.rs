@@ -930,3 +930,48 @@ async fn a_drain_that_times_out_with_on_timeout_force_deletes_what_remains() {
     // The workload comes back once the node is schedulable again.
     wait_pods_ready(&mut env, 2).await;
 }
+
+#[tokio::test]
+async fn a_drain_that_times_out_with_on_timeout_reboot_reboots_anyway() {
+    let mut env = TestEnv::start().await.expect("control plane");
+    let names = env
+        .add_ready_nodes("node", 1, &[], Duration::from_secs(60))
+        .await
+        .expect("nodes");
+    setup(
+        &env,
+        "maxUnavailable: 1\ndrain: {timeout: 4s, onTimeout: reboot}\nhealth: {bake: 0s}\n",
+    )
+    .await;
+    // A pod that takes ten minutes to terminate once evicted.
+    let mut d = deployment("slow", 1);
+    d["spec"]["template"]["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": "node-0"});
+    d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(600);
+    apply(&env, d).await;
+    wait_pods_ready(&mut env, 1).await;
+    let m = machine(&env, &names[0], Duration::from_millis(300)).await;
+    m.stage().await;
+    let _op = replica(&env, "op-a");
+    wait_node(
+        &mut env,
+        "node-0",
+        "node-0 Done after rebooting anyway",
+        120,
+        |n| {
+            label(n, keys::PHASE).as_deref() == Some("Done")
+                && annotation(n, keys::BOOTED_VERSION).as_deref() == Some(TO)
+        },
+    )
+    .await;
+    assert_eq!(m.boots(), 2);
+    let evs = events_for(&env, "node-0").await;
+    assert!(evs.iter().any(|e| e.1 == "RebootGranted"), "{evs:?}");
+    let n = node(&env, "node-0").await;
+    assert!(
+        !n.spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false),
+        "uncordoned"
+    );
+}
