@@ -5,5 +5,6 @@
 pub mod backoff;
 pub mod facts;
 pub mod logind;
+mod owner;
 pub mod rpm_ostree;
 pub mod update_engine;

@@ -23,6 +23,8 @@ use zbus::message::Type as MessageType;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 use zbus::{Connection, MatchRule, Message, MessageStream};
 
+use crate::owner::{Follower, Seen};
+
 use crate::backoff::Backoff;
 
 /// Bus name.
@@ -491,17 +493,6 @@ impl Client {
     /// Follows the deployments and the daemon until the receiver is dropped.
     pub async fn watch(&self) -> Result<mpsc::Receiver<Event>, RpmOstreeError> {
         let conn_err = |e: zbus::Error| RpmOstreeError::Connection(Box::new(e));
-        let dbus = zbus::fdo::DBusProxy::new(&self.conn)
-            .await
-            .map_err(conn_err)?;
-        let owner_rule = MatchRule::builder()
-            .msg_type(MessageType::Signal)
-            .sender("org.freedesktop.DBus")
-            .and_then(|b| b.interface("org.freedesktop.DBus"))
-            .and_then(|b| b.member("NameOwnerChanged"))
-            .and_then(|b| b.arg(0, BUS_NAME))
-            .map_err(conn_err)?
-            .build();
         let props_rule = MatchRule::builder()
             .msg_type(MessageType::Signal)
             .interface(PROPERTIES)
@@ -510,64 +501,34 @@ impl Client {
             .and_then(|b| b.arg(0, SYSROOT_INTERFACE))
             .map_err(conn_err)?
             .build();
-        let mut stream = MessageStream::from(&self.conn);
-        dbus.add_match_rule(owner_rule)
-            .await
-            .map_err(|e| conn_err(e.into()))?;
-        dbus.add_match_rule(props_rule)
-            .await
-            .map_err(|e| conn_err(e.into()))?;
-        let name = zbus::names::BusName::try_from(BUS_NAME).map_err(|e| conn_err(e.into()))?;
-        let mut owner: Option<String> = dbus.get_name_owner(name).await.ok().map(|o| o.to_string());
+        let mut follower = Follower::start(&self.conn, BUS_NAME, props_rule, |h| {
+            h.interface().map(|i| i.as_str()) == Some(PROPERTIES)
+                && h.member().map(|m| m.as_str()) == Some("PropertiesChanged")
+                && h.path().map(|p| p.as_str()) == Some(SYSROOT_PATH)
+        })
+        .await
+        .map_err(conn_err)?;
         let (tx, rx) = mpsc::channel(64);
         let client = self.clone();
         tokio::spawn(async move {
-            let first = match owner {
+            let first = match follower.owner() {
                 Some(_) => client.resync(true).await,
                 None => Event::Absent,
             };
             if tx.send(first).await.is_err() {
                 return;
             }
-            while let Some(msg) = stream.next().await {
+            while let Some(msg) = follower.stream.next().await {
                 let Ok(msg) = msg else { continue };
-                let header = msg.header();
-                if header.message_type() != MessageType::Signal {
-                    continue;
-                }
-                let member = header.member().map(|m| m.as_str()).unwrap_or("");
-                let interface = header.interface().map(|i| i.as_str()).unwrap_or("");
-                let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
-                let event = if interface == "org.freedesktop.DBus" && member == "NameOwnerChanged" {
-                    if sender != "org.freedesktop.DBus" {
-                        continue;
-                    }
-                    let Ok((name, _old, new)) =
-                        msg.body().deserialize::<(String, String, String)>()
-                    else {
-                        continue;
-                    };
-                    if name != BUS_NAME {
-                        continue;
-                    }
-                    if new.is_empty() {
-                        owner = None;
-                        Event::Absent
-                    } else {
-                        owner = Some(new);
-                        client.resync(true).await
-                    }
-                } else if interface == PROPERTIES
-                    && member == "PropertiesChanged"
-                    && header.path().map(|p| p.as_str()) == Some(SYSROOT_PATH)
-                {
-                    if owner.as_deref() != Some(sender.as_str()) {
-                        Event::ForgedSignal { sender }
-                    } else {
-                        client.resync(false).await
-                    }
-                } else {
-                    continue;
+                let event = match follower.classify(msg) {
+                    None => continue,
+                    Some(Seen::Owner(None)) => Event::Absent,
+                    // A new daemon: register with it, then read.
+                    Some(Seen::Owner(Some(_))) => client.resync(true).await,
+                    Some(Seen::Forged(sender)) => Event::ForgedSignal { sender },
+                    // A change: read the deployments again (the signal may only
+                    // invalidate them).
+                    Some(Seen::Signal(_)) => client.resync(false).await,
                 };
                 if tx.send(event).await.is_err() {
                     return;

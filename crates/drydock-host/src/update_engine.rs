@@ -17,9 +17,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use zbus::message::Type as MessageType;
-use zbus::{Connection, MatchRule, Message, MessageStream};
+use zbus::{Connection, MatchRule, Message};
 
 use crate::backoff::Backoff;
+use crate::owner::{Follower, Seen};
 
 /// Well-known bus name.
 pub const BUS_NAME: &str = "com.coreos.update1";
@@ -272,91 +273,41 @@ impl Client {
 
     /// Follows update_engine until the receiver is dropped (see the module docs).
     pub async fn watch(&self) -> Result<mpsc::Receiver<Event>, UpdateEngineError> {
-        let dbus = zbus::fdo::DBusProxy::new(&self.conn)
-            .await
-            .map_err(|e| UpdateEngineError::Connection(Box::new(e)))?;
-        let owner_rule = MatchRule::builder()
-            .msg_type(MessageType::Signal)
-            .sender("org.freedesktop.DBus")
-            .and_then(|b| b.interface("org.freedesktop.DBus"))
-            .and_then(|b| b.member("NameOwnerChanged"))
-            .and_then(|b| b.arg(0, BUS_NAME))
-            .map_err(|e| UpdateEngineError::Connection(Box::new(e)))?
-            .build();
+        let conn_err = |e: zbus::Error| UpdateEngineError::Connection(Box::new(e));
         let status_rule = MatchRule::builder()
             .msg_type(MessageType::Signal)
             .interface(INTERFACE)
             .and_then(|b| b.member(SIGNAL))
             .and_then(|b| b.path(PATH))
-            .map_err(|e| UpdateEngineError::Connection(Box::new(e)))?
+            .map_err(conn_err)?
             .build();
-        // One ordered stream for both, subscribed before the owner is read, so nothing
-        // falls between reading the owner and following its changes.
-        let mut stream = MessageStream::from(&self.conn);
-        dbus.add_match_rule(owner_rule)
-            .await
-            .map_err(|e| UpdateEngineError::Connection(Box::new(e.into())))?;
-        dbus.add_match_rule(status_rule)
-            .await
-            .map_err(|e| UpdateEngineError::Connection(Box::new(e.into())))?;
-        let mut owner: Option<String> = match dbus
-            .get_name_owner(BUS_NAME.try_into().map_err(|e: zbus::names::Error| {
-                UpdateEngineError::Connection(Box::new(e.into()))
-            })?)
-            .await
-        {
-            Ok(o) => Some(o.to_string()),
-            Err(_) => None,
-        };
+        let mut follower = Follower::start(&self.conn, BUS_NAME, status_rule, |h| {
+            h.interface().map(|i| i.as_str()) == Some(INTERFACE)
+                && h.member().map(|m| m.as_str()) == Some(SIGNAL)
+        })
+        .await
+        .map_err(conn_err)?;
         let (tx, rx) = mpsc::channel(64);
         let client = self.clone();
         tokio::spawn(async move {
-            let first = match owner {
+            let first = match follower.owner() {
                 Some(_) => client.resync().await,
                 None => Event::Absent,
             };
             if tx.send(first).await.is_err() {
                 return;
             }
-            while let Some(msg) = stream.next().await {
+            while let Some(msg) = follower.stream.next().await {
                 let Ok(msg) = msg else { continue };
-                let header = msg.header();
-                if header.message_type() != MessageType::Signal {
-                    continue;
-                }
-                let member = header.member().map(|m| m.as_str()).unwrap_or("");
-                let interface = header.interface().map(|i| i.as_str()).unwrap_or("");
-                let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
-                let event = if interface == "org.freedesktop.DBus" && member == "NameOwnerChanged" {
-                    if sender != "org.freedesktop.DBus" {
-                        continue;
-                    }
-                    let Ok((name, _old, new)) =
-                        msg.body().deserialize::<(String, String, String)>()
-                    else {
-                        continue;
-                    };
-                    if name != BUS_NAME {
-                        continue;
-                    }
-                    if new.is_empty() {
-                        owner = None;
-                        Event::Absent
-                    } else {
-                        owner = Some(new);
-                        client.resync().await
-                    }
-                } else if interface == INTERFACE && member == SIGNAL {
-                    if owner.as_deref() != Some(sender.as_str()) {
-                        Event::ForgedSignal { sender }
-                    } else {
-                        match parse_status(&msg, "StatusUpdate signal") {
-                            Ok(s) => Event::Status(s),
-                            Err(e) => Event::Error(e),
-                        }
-                    }
-                } else {
-                    continue;
+                let event = match follower.classify(msg) {
+                    None => continue,
+                    Some(Seen::Owner(None)) => Event::Absent,
+                    Some(Seen::Owner(Some(_))) => client.resync().await,
+                    Some(Seen::Forged(sender)) => Event::ForgedSignal { sender },
+                    Some(Seen::Signal(msg)) => match parse_status(&msg, "StatusUpdate signal") {
+                        Ok(s) => Event::Status(s),
+                        Err(e) => Event::Error(e),
+                    },
                 };
                 if tx.send(event).await.is_err() {
                     return;
