@@ -54,6 +54,9 @@ pub struct PolicyState {
     pub rejected: Option<(String, String)>,
     /// Whether the current ConfigMap (or its absence) is in force.
     pub source: String,
+    /// Whether the ConfigMap watch has delivered its first answer: nothing may be planned
+    /// before (the defaults would apply to a fleet the ConfigMap pauses).
+    pub loaded: bool,
 }
 
 /// The caches and signals every replica keeps, leader or not.
@@ -106,6 +109,7 @@ pub fn watch_fleet(
         policy: Policy::default(),
         rejected: None,
         source: "defaults (no ConfigMap yet)".into(),
+        loaded: false,
     });
     let cm_stream = watcher(
         Api::<ConfigMap>::namespaced(client.clone(), namespace),
@@ -139,7 +143,12 @@ pub fn watch_fleet(
             let cm = match ev {
                 Ok(watcher::Event::Apply(cm)) | Ok(watcher::Event::InitApply(cm)) => Some(cm),
                 Ok(watcher::Event::Delete(_)) => None,
-                Ok(_) => continue,
+                Ok(watcher::Event::InitDone) => {
+                    policy_tx.send_modify(|st| st.loaded = true);
+                    n3.notify_one();
+                    continue;
+                }
+                Ok(watcher::Event::Init) => continue,
                 Err(e) => {
                     warn!(error = %e, "watching the ConfigMap");
                     continue;

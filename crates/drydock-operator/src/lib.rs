@@ -127,15 +127,18 @@ pub async fn run(cfg: Config) -> Result<(), OperatorError> {
     let election = tokio::spawn(leader::run(lease_api, cfg.lease.clone(), leading_tx));
     guards.push(AbortOnDrop(vec![election.abort_handle()]));
 
-    // Ready once the node and budget caches hold a first full list. One waiter only (a
+    // Ready once the node and budget caches hold a first full list and the ConfigMap has
+    // been read (or found absent). One waiter only (a
     // store's readiness wakes one waiter); everyone else follows `synced`.
     let nodes = fleet.nodes.clone();
     let pdbs = fleet.pdbs.clone();
     let r = ready.clone();
+    let mut policy = fleet.policy.clone();
     let (synced_tx, mut synced) = watch::channel(false);
     let sync_task = tokio::spawn(async move {
         let _ = nodes.wait_until_ready().await;
         let _ = pdbs.wait_until_ready().await;
+        let _ = policy.wait_for(|p| p.loaded).await;
         r.store(true, Ordering::Relaxed);
         synced_tx.send_replace(true);
     });
