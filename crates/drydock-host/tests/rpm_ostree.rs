@@ -76,6 +76,16 @@ async fn until_deployments(
     }
 }
 
+/// Stages the head of the booted stream with `lock-finalization`, as the agent does.
+async fn stage_locked(w: &World) -> Result<(), RpmOstreeError> {
+    w.client
+        .update_deployment(&UpdateRequest {
+            lock_finalization: true,
+            ..UpdateRequest::default()
+        })
+        .await
+}
+
 fn staged_locked(next: &str) -> impl Fn(&[Deployment]) -> bool + '_ {
     move |d| {
         booted_and_staged(d)
@@ -108,13 +118,7 @@ async fn stage_locked_then_finalize_reboots_into_the_new_version() {
     ostree(&w).publish(&fcos_ref("stable"), NEXT);
     let mut rx = w.client.watch().await.expect("watch");
     until_deployments(&mut rx, |d| d.len() == 1).await;
-    w.client
-        .update_deployment(&UpdateRequest {
-            lock_finalization: true,
-            ..UpdateRequest::default()
-        })
-        .await
-        .expect("UpdateDeployment");
+    stage_locked(&w).await.expect("UpdateDeployment");
     // The change arrives as a notification, not only on a re-read.
     let d = until_deployments(&mut rx, staged_locked(NEXT)).await;
     let staged = booted_and_staged(&d).1.expect("staged").clone();
@@ -124,13 +128,7 @@ async fn stage_locked_then_finalize_reboots_into_the_new_version() {
         "the staged deployment comes first in boot order"
     );
     // Staging the same again changes nothing.
-    w.client
-        .update_deployment(&UpdateRequest {
-            lock_finalization: true,
-            ..UpdateRequest::default()
-        })
-        .await
-        .expect("a second UpdateDeployment");
+    stage_locked(&w).await.expect("a second UpdateDeployment");
     assert_eq!(w.client.deployments().await.expect("Deployments"), d);
 
     let mut boots = w.sim.reboots();
@@ -167,13 +165,7 @@ async fn stage_locked_then_finalize_reboots_into_the_new_version() {
 async fn a_locked_update_is_not_applied_by_an_unplanned_reboot() {
     let w = world().await;
     ostree(&w).publish(&fcos_ref("stable"), NEXT);
-    w.client
-        .update_deployment(&UpdateRequest {
-            lock_finalization: true,
-            ..UpdateRequest::default()
-        })
-        .await
-        .expect("UpdateDeployment");
+    stage_locked(&w).await.expect("UpdateDeployment");
     let mut boots = w.sim.reboots();
     boots.borrow_and_update();
     drydock_host::logind::Logind::new(w.bus.connect().await.expect("connect"))
@@ -205,13 +197,7 @@ async fn finalize_checks_the_checksum_and_failures_carry_the_daemons_message() {
         matches!(&e, RpmOstreeError::TransactionFailed { message, .. } if message == "No staged deployment found"),
         "{e}"
     );
-    w.client
-        .update_deployment(&UpdateRequest {
-            lock_finalization: true,
-            ..UpdateRequest::default()
-        })
-        .await
-        .expect("UpdateDeployment");
+    stage_locked(&w).await.expect("UpdateDeployment");
     let e = w
         .client
         .finalize(&checksum_of(BOOTED))
@@ -375,13 +361,7 @@ async fn forged_notifications_are_ignored_and_owner_changes_followed() {
 async fn a_failed_boot_rolls_back_to_the_old_deployment() {
     let w = world().await;
     ostree(&w).publish(&fcos_ref("stable"), NEXT);
-    w.client
-        .update_deployment(&UpdateRequest {
-            lock_finalization: true,
-            ..UpdateRequest::default()
-        })
-        .await
-        .expect("UpdateDeployment");
+    stage_locked(&w).await.expect("UpdateDeployment");
     w.sim.fail_next_boot();
     let mut boots = w.sim.reboots();
     boots.borrow_and_update();

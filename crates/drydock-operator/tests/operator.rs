@@ -236,6 +236,23 @@ fn deployment(name: &str, replicas: u32) -> serde_json::Value {
                     "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}}}})
 }
 
+/// A Deployment whose pods may only run on `node`.
+fn pinned(name: &str, replicas: u32, node: &str) -> serde_json::Value {
+    let mut d = deployment(name, replicas);
+    d["spec"]["template"]["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": node});
+    d
+}
+
+/// A control plane with `n` Ready KWOK nodes `node-0`….
+async fn env_with_nodes(n: usize) -> (TestEnv, Vec<String>) {
+    let mut env = TestEnv::start().await.expect("control plane");
+    let names = env
+        .add_ready_nodes("node", n, &[], Duration::from_secs(60))
+        .await
+        .expect("nodes");
+    (env, names)
+}
+
 fn pdb(name: &str, spec: serde_json::Value) -> serde_json::Value {
     let mut s = spec;
     s["selector"] = json!({"matchLabels": {"app": name}});
@@ -558,15 +575,10 @@ async fn a_two_pool_rollout_survives_leader_kills_within_limits() {
 
 #[tokio::test]
 async fn a_budget_that_allows_nothing_names_itself_and_the_node_proceeds_once_it_allows() {
-    let mut env = TestEnv::start().await.expect("control plane");
-    let names = env
-        .add_ready_nodes("node", 2, &[], Duration::from_secs(60))
-        .await
-        .expect("nodes");
+    let (mut env, names) = env_with_nodes(2).await;
     setup(&env, "maxUnavailable: 1\nhealth: {bake: 0s}\n").await;
     // One pod, on node-0 only; its budget allows no disruption.
-    let mut d = deployment("solo", 1);
-    d["spec"]["template"]["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": "node-0"});
+    let d = pinned("solo", 1, "node-0");
     apply(&env, d).await;
     apply(&env, pdb("solo", json!({"minAvailable": 1}))).await;
     wait_pods_ready(&mut env, 1).await;
@@ -608,11 +620,7 @@ async fn a_budget_that_allows_nothing_names_itself_and_the_node_proceeds_once_it
 
 #[tokio::test]
 async fn a_rollback_fails_the_node_uncordoned_and_halts_the_pool() {
-    let mut env = TestEnv::start().await.expect("control plane");
-    let names = env
-        .add_ready_nodes("node", 2, &[], Duration::from_secs(60))
-        .await
-        .expect("nodes");
+    let (mut env, names) = env_with_nodes(2).await;
     setup(
         &env,
         "maxUnavailable: 1\nhealth: {bake: 0s, haltAfterFailures: 1}\n",
@@ -706,19 +714,14 @@ async fn a_rollback_fails_the_node_uncordoned_and_halts_the_pool() {
 
 #[tokio::test]
 async fn a_node_that_never_returns_fails_and_a_drain_that_times_out_is_held() {
-    let mut env = TestEnv::start().await.expect("control plane");
-    let names = env
-        .add_ready_nodes("node", 2, &[], Duration::from_secs(60))
-        .await
-        .expect("nodes");
+    let (mut env, names) = env_with_nodes(2).await;
     setup(
         &env,
         "maxUnavailable: 2\ndrain: {timeout: 5s, onTimeout: hold}\nhealth: {readyTimeout: 8s, bake: 0s, haltAfterFailures: 5}\n",
     )
     .await;
     // node-1 holds a pod that takes ten minutes to terminate once evicted.
-    let mut d = deployment("slow", 1);
-    d["spec"]["template"]["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": "node-1"});
+    let mut d = pinned("slow", 1, "node-1");
     d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(600);
     apply(&env, d).await;
     wait_pods_ready(&mut env, 1).await;
@@ -784,11 +787,7 @@ async fn a_node_that_never_returns_fails_and_a_drain_that_times_out_is_held() {
 
 #[tokio::test]
 async fn a_bad_configmap_is_rejected_visibly_and_the_last_good_policy_stays() {
-    let mut env = TestEnv::start().await.expect("control plane");
-    let names = env
-        .add_ready_nodes("node", 1, &[], Duration::from_secs(60))
-        .await
-        .expect("nodes");
+    let (mut env, names) = env_with_nodes(1).await;
     setup(&env, "paused: true\n").await;
     let m = machine(&env, &names[0], Duration::from_millis(300)).await;
     m.stage().await;
@@ -877,11 +876,7 @@ async fn a_bad_configmap_is_rejected_visibly_and_the_last_good_policy_stays() {
 
 #[tokio::test]
 async fn a_drain_that_times_out_with_on_timeout_force_deletes_what_remains() {
-    let mut env = TestEnv::start().await.expect("control plane");
-    let names = env
-        .add_ready_nodes("node", 1, &[], Duration::from_secs(60))
-        .await
-        .expect("nodes");
+    let (mut env, names) = env_with_nodes(1).await;
     setup(
         &env,
         "maxUnavailable: 1\ndrain: {timeout: 4s, onTimeout: force}\nhealth: {bake: 0s}\n",
@@ -889,8 +884,7 @@ async fn a_drain_that_times_out_with_on_timeout_force_deletes_what_remains() {
     .await;
     // Two pods that can only run on node-0, behind a budget that allows one at a time:
     // once one is evicted its replacement cannot be scheduled, so the other never may be.
-    let mut d = deployment("duo", 2);
-    d["spec"]["template"]["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": "node-0"});
+    let d = pinned("duo", 2, "node-0");
     apply(&env, d).await;
     apply(&env, pdb("duo", json!({"minAvailable": 1}))).await;
     wait_pods_ready(&mut env, 2).await;
@@ -933,19 +927,14 @@ async fn a_drain_that_times_out_with_on_timeout_force_deletes_what_remains() {
 
 #[tokio::test]
 async fn a_drain_that_times_out_with_on_timeout_reboot_reboots_anyway() {
-    let mut env = TestEnv::start().await.expect("control plane");
-    let names = env
-        .add_ready_nodes("node", 1, &[], Duration::from_secs(60))
-        .await
-        .expect("nodes");
+    let (mut env, names) = env_with_nodes(1).await;
     setup(
         &env,
         "maxUnavailable: 1\ndrain: {timeout: 4s, onTimeout: reboot}\nhealth: {bake: 0s}\n",
     )
     .await;
     // A pod that takes ten minutes to terminate once evicted.
-    let mut d = deployment("slow", 1);
-    d["spec"]["template"]["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": "node-0"});
+    let mut d = pinned("slow", 1, "node-0");
     d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(600);
     apply(&env, d).await;
     wait_pods_ready(&mut env, 1).await;
