@@ -10,3 +10,6 @@ DRYDOCK_CLUSTER_BIN=$(tests/cluster/build.sh | tail -n 1)
 export DRYDOCK_CLUSTER_BIN
 
 cargo test --workspace --all-features --no-fail-fast
+
+# The container images: static binaries, FROM scratch, built with buildah and run.
+tests/images.sh
