@@ -4,6 +4,7 @@
 //! 2 an input could not be read at all (missing file, not YAML/JSON, not a `v1` List).
 
 mod dump;
+mod ignition;
 mod render;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,39 @@ enum Command {
     },
     /// Run the planner on a cluster dump: what happens next, and why every other node waits.
     Plan(PlanArgs),
+    /// Ignition configs for drydock-managed nodes.
+    Ignition {
+        #[command(subcommand)]
+        command: IgnitionCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum IgnitionCommand {
+    /// Write the Ignition config of a worker: Flatcar (locksmithd masked, update.conf with
+    /// GROUP and SERVER, a kubelet join placeholder) or Fedora CoreOS (Zincati's
+    /// fleet_lock strategy pointing at drydock).
+    Render(IgnitionArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct IgnitionArgs {
+    /// The node's OS.
+    #[arg(long, value_enum)]
+    os: ignition::Os,
+    /// Flatcar: the channel (update.conf GROUP); default stable.
+    #[arg(long)]
+    channel: Option<String>,
+    /// Flatcar: drydock's Omaha endpoint (update.conf SERVER); FCOS: the operator's
+    /// FleetLock base URL (required).
+    #[arg(long)]
+    server: Option<String>,
+    /// Ignition spec version.
+    #[arg(long, value_enum, default_value = "3.4.0")]
+    spec: ignition::Spec,
+    /// Write here instead of standard output.
+    #[arg(short = 'o', long = "output")]
+    output: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -148,6 +182,25 @@ fn plan(args: &PlanArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+fn ignition_render(args: &IgnitionArgs) -> Result<(), Failure> {
+    let config = ignition::render(&ignition::Options {
+        os: args.os,
+        channel: args.channel.clone(),
+        server: args.server.clone(),
+        spec: args.spec,
+    })
+    .map_err(anyhow::Error::from)?;
+    let mut text = serde_json::to_string_pretty(&config).context("encoding the config")?;
+    text.push('\n');
+    match &args.output {
+        None => print!("{text}"),
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -155,6 +208,9 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { file },
         } => config_check(file),
         Command::Plan(args) => plan(args),
+        Command::Ignition {
+            command: IgnitionCommand::Render(args),
+        } => ignition_render(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
