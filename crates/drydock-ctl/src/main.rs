@@ -5,7 +5,10 @@
 
 mod dump;
 mod ignition;
+mod live;
+mod policy_edit;
 mod render;
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,6 +27,23 @@ use drydock_core::Policy;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The kubeconfig (default: $KUBECONFIG, then ~/.kube/config, as kubectl).
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, global = true)]
+    context: Option<String>,
+    /// drydock's namespace.
+    #[arg(
+        long,
+        global = true,
+        env = "DRYDOCK_NAMESPACE",
+        default_value = "drydock-system"
+    )]
+    namespace: String,
+    /// The policy ConfigMap.
+    #[arg(long, global = true, default_value = "drydock-config")]
+    config_map: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -33,8 +53,19 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Run the planner on a cluster dump: what happens next, and why every other node waits.
+    /// Every node and pool of the live cluster: versions, phase, for how long, and why it waits.
+    Status(StatusArgs),
+    /// Run the planner: what happens next, and why every other node waits. On the live
+    /// cluster, or on a dump with --cluster.
     Plan(PlanArgs),
+    /// Stop new disruptions: everywhere, or in one pool (edits the policy ConfigMap).
+    Pause(PoolArgs),
+    /// Let new disruptions start again: everywhere, or in one pool.
+    Resume(PoolArgs),
+    /// Keep drydock away from a node (it finishes nothing new there) until released.
+    Hold(HoldArgs),
+    /// Undo a hold, and let a Held or Failed node go back to the rollout.
+    Release(ReleaseArgs),
     /// Ignition configs for drydock-managed nodes.
     Ignition {
         #[command(subcommand)]
@@ -90,11 +121,45 @@ enum Output {
 }
 
 #[derive(clap::Args, Debug)]
-struct PlanArgs {
-    /// Output of `kubectl get nodes,pods,poddisruptionbudgets -A -o json` (`-` for stdin).
+struct StatusArgs {
+    /// Keep showing it, redrawn on every change (Ctrl-C stops).
+    #[arg(short, long)]
+    watch: bool,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(clap::Args, Debug)]
+struct PoolArgs {
+    /// Only this pool.
     #[arg(long)]
-    cluster: PathBuf,
-    /// The policy: config.yaml or the ConfigMap manifest. Without it, the default policy.
+    pool: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct HoldArgs {
+    /// The node.
+    node: String,
+    /// Why (shown in status and Events).
+    #[arg(long, default_value = "held by a person with drydockctl")]
+    reason: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct ReleaseArgs {
+    /// The node.
+    node: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct PlanArgs {
+    /// Output of `kubectl get nodes,pods,poddisruptionbudgets -A -o json` (`-` for stdin);
+    /// without it, the live cluster.
+    #[arg(long)]
+    cluster: Option<PathBuf>,
+    /// The policy: config.yaml or the ConfigMap manifest. Without it, the cluster's
+    /// policy (live) or the default policy (with --cluster).
     #[arg(long)]
     config: Option<PathBuf>,
     /// The instant to plan for (RFC 3339, like 2026-11-28T01:30:00Z); default: now.
@@ -151,7 +216,63 @@ fn config_check(file: &Path) -> Result<(), Failure> {
     }
 }
 
-fn plan(args: &PlanArgs) -> Result<(), Failure> {
+fn policy_file(path: &Path) -> Result<Policy, Failure> {
+    let text = read_input(path)?;
+    Policy::from_document(&text).map_err(|errors| {
+        let mut out = format!(
+            "{}: the policy is invalid, {} error(s)\n",
+            path.display(),
+            errors.0.len()
+        );
+        for e in &errors.0 {
+            out.push_str(&format!("  {e}\n"));
+        }
+        Failure::Invalid(out)
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Unreadable(anyhow::anyhow!("starting the runtime: {e}")))
+}
+
+fn target(cli: &Cli) -> live::Target {
+    live::Target {
+        kubeconfig: cli.kubeconfig.clone(),
+        context: cli.context.clone(),
+        namespace: cli.namespace.clone(),
+        config_map: cli.config_map.clone(),
+    }
+}
+
+fn plan_live(cli: &Cli, args: &PlanArgs) -> Result<(), Failure> {
+    let override_policy = args.config.as_deref().map(policy_file).transpose()?;
+    runtime()?.block_on(async {
+        let cluster = live::connect(&target(cli)).await?;
+        let live = cluster.read().await?;
+        if let (None, Some(w)) = (&override_policy, &live.policy_warning) {
+            eprintln!("warning: {w}");
+        }
+        let policy = override_policy.unwrap_or(live.policy);
+        let now = args.now.unwrap_or_else(jiff::Timestamp::now);
+        let plan = drydock_core::plan(&live.snapshot, &policy, now);
+        print!(
+            "{}",
+            match args.output {
+                Output::Table => render::table(&plan),
+                Output::Json => render::json(&plan),
+            }
+        );
+        Ok(())
+    })
+}
+
+fn plan(cli: &Cli, args: &PlanArgs) -> Result<(), Failure> {
+    let Some(cluster_file) = &args.cluster else {
+        return plan_live(cli, args);
+    };
     let policy = match &args.config {
         None => Policy::default(),
         Some(path) => {
@@ -169,9 +290,9 @@ fn plan(args: &PlanArgs) -> Result<(), Failure> {
             })?
         }
     };
-    let text = read_input(&args.cluster)?;
+    let text = read_input(cluster_file)?;
     let snapshot = dump::snapshot_from_list(&text)
-        .with_context(|| format!("reading the cluster dump {}", args.cluster.display()))?;
+        .with_context(|| format!("reading the cluster dump {}", cluster_file.display()))?;
     let now = args.now.unwrap_or_else(jiff::Timestamp::now);
     let plan = drydock_core::plan(&snapshot, &policy, now);
     let out = match args.output {
@@ -201,13 +322,213 @@ fn ignition_render(args: &IgnitionArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+async fn status_once(cluster: &live::Cluster, args: &StatusArgs) -> anyhow::Result<String> {
+    let live = cluster.read().await?;
+    let now = jiff::Timestamp::now();
+    let plan = drydock_core::plan(&live.snapshot, &live.policy, now);
+    let s = status::build(
+        &live.snapshot,
+        &live.policy,
+        &plan,
+        now,
+        live.policy_warning,
+    );
+    let color = args.output == Output::Table
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none();
+    Ok(match args.output {
+        Output::Table => status::table(&s, color),
+        Output::Json => status::json(&s),
+    })
+}
+
+fn status_cmd(cli: &Cli, args: &StatusArgs) -> Result<(), Failure> {
+    runtime()?.block_on(async {
+        let cluster = live::connect(&target(cli)).await?;
+        if !args.watch {
+            print!("{}", status_once(&cluster, args).await?);
+            return Ok(());
+        }
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> =
+            kube::Api::all(cluster.client.clone());
+        let mut changes = std::pin::pin!(kube::runtime::watcher(
+            nodes,
+            kube::runtime::watcher::Config::default()
+        ));
+        loop {
+            let text = status_once(&cluster, args).await?;
+            if tty {
+                // Home and clear, then the new picture.
+                print!("\x1b[H\x1b[2J{text}");
+            } else {
+                println!("--- {}", jiff::Timestamp::now());
+                print!("{text}");
+            }
+            std::io::Write::flush(&mut std::io::stdout()).context("writing")?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+                // Redraw on a node change (debounced), or every 5 s for the ages.
+                _ = futures_util::StreamExt::next(&mut changes) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                }
+                _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            }
+        }
+    })
+}
+
+fn pause_cmd(cli: &Cli, args: &PoolArgs, paused: bool) -> Result<(), Failure> {
+    runtime()?.block_on(async {
+        let cluster = live::connect(&target(cli)).await?;
+        let cm = cluster.config_map().await?;
+        let text = cm
+            .data
+            .as_ref()
+            .and_then(|d| d.get(live::CONFIG_KEY))
+            .cloned()
+            .unwrap_or_default();
+        let edited = policy_edit::set_paused(&text, args.pool.as_deref(), paused)
+            .map_err(anyhow::Error::from)?;
+        let verb = if paused { "paused" } else { "resumed" };
+        if edited.text == text {
+            println!("nothing to change");
+        } else {
+            cluster.write_policy(&cm, &edited.text).await?;
+        }
+        let scope = args
+            .pool
+            .as_ref()
+            .map_or_else(|| "everywhere".to_string(), |p| format!("pool {p}"));
+        println!("{verb} {scope} (ConfigMap {}/{})", cli.namespace, cli.config_map);
+        for (pool, before, after) in &edited.pools {
+            let word = |p: bool| if p { "paused" } else { "running" };
+            if before == after {
+                println!("  {pool}: {}", word(*after));
+            } else {
+                println!("  {pool}: {} -> {}", word(*before), word(*after));
+            }
+        }
+        if !paused {
+            let still: Vec<&str> = edited
+                .pools
+                .iter()
+                .filter(|(_, _, after)| *after)
+                .map(|(p, _, _)| p.as_str())
+                .collect();
+            if !still.is_empty() {
+                println!(
+                    "still paused: {} (a pool's own `paused: true` needs `drydockctl resume --pool NAME`; a global pause needs `drydockctl resume`)",
+                    still.join(", ")
+                );
+            }
+        }
+        Ok(())
+    })
+}
+
+fn hold_cmd(cli: &Cli, args: &HoldArgs) -> Result<(), Failure> {
+    if args.reason.trim().is_empty() || args.reason.len() > drydock_core::protocol::MAX_TEXT_LEN {
+        return Err(Failure::Unreadable(anyhow::anyhow!(
+            "--reason must be 1-{} characters",
+            drydock_core::protocol::MAX_TEXT_LEN
+        )));
+    }
+    runtime()?.block_on(async {
+        let cluster = live::connect(&target(cli)).await?;
+        let node = cluster.node(&args.node).await?;
+        let annotations = node.metadata.annotations.unwrap_or_default();
+        let before = annotations.get(live::HOLD);
+        if before == Some(&args.reason) {
+            println!("node {}: already held ({})", args.node, args.reason);
+            return Ok(());
+        }
+        cluster
+            .annotate(&args.node, &[(live::HOLD, Some(&args.reason))])
+            .await?;
+        let phase = node
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get(drydock_core::protocol::keys::PHASE)
+            .cloned()
+            .unwrap_or_else(|| "Idle".into());
+        match before {
+            Some(old) => println!("node {}: hold reason changed from {old:?} to {:?}", args.node, args.reason),
+            None => println!("node {}: held ({:?}); it was {phase}. drydock starts nothing new on it; a drain in progress stops and drydock uncordons it (a reboot already granted still completes).", args.node, args.reason),
+        }
+        Ok(())
+    })
+}
+
+fn release_cmd(cli: &Cli, args: &ReleaseArgs) -> Result<(), Failure> {
+    runtime()?.block_on(async {
+        let cluster = live::connect(&target(cli)).await?;
+        let node = cluster.node(&args.node).await?;
+        let labels = node.metadata.labels.clone().unwrap_or_default();
+        let annotations = node.metadata.annotations.clone().unwrap_or_default();
+        let (state, _) = drydock_core::protocol::parse_node_state(&labels, &annotations);
+        let phase = state
+            .operator
+            .phase
+            .unwrap_or(drydock_core::protocol::Phase::Idle);
+        let mut changes: Vec<(&str, Option<String>)> = Vec::new();
+        let mut said = Vec::new();
+        if let Some(h) = annotations.get(live::HOLD) {
+            changes.push((live::HOLD, None));
+            said.push(format!("hold {h:?} removed"));
+        }
+        if matches!(
+            phase,
+            drydock_core::protocol::Phase::Held | drydock_core::protocol::Phase::Failed
+        ) {
+            let since = annotations
+                .get(drydock_core::protocol::keys::PHASE_SINCE)
+                .cloned()
+                .unwrap_or_default();
+            if annotations.get(live::RELEASE) == Some(&since) {
+                said.push(format!(
+                    "its {phase} episode since {since} was already released"
+                ));
+            } else {
+                changes.push((live::RELEASE, Some(since.clone())));
+                said.push(format!(
+                    "released from {phase} (episode since {since}; reason: {})",
+                    state.operator.reason.clone().unwrap_or_default()
+                ));
+            }
+        }
+        if changes.is_empty() {
+            if said.is_empty() {
+                println!(
+                    "node {}: nothing to release (not held; phase {phase})",
+                    args.node
+                );
+            } else {
+                println!("node {}: {}", args.node, said.join("; "));
+            }
+            return Ok(());
+        }
+        let refs: Vec<(&str, Option<&str>)> =
+            changes.iter().map(|(k, v)| (*k, v.as_deref())).collect();
+        cluster.annotate(&args.node, &refs).await?;
+        println!("node {}: {}", args.node, said.join("; "));
+        Ok(())
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => config_check(file),
-        Command::Plan(args) => plan(args),
+        Command::Status(args) => status_cmd(&cli, args),
+        Command::Plan(args) => plan(&cli, args),
+        Command::Pause(args) => pause_cmd(&cli, args, true),
+        Command::Resume(args) => pause_cmd(&cli, args, false),
+        Command::Hold(args) => hold_cmd(&cli, args),
+        Command::Release(args) => release_cmd(&cli, args),
         Command::Ignition {
             command: IgnitionCommand::Render(args),
         } => ignition_render(args),
