@@ -189,7 +189,10 @@ pub fn age(from: Timestamp, now: Timestamp) -> String {
 }
 
 fn bar(done: usize, total: usize, width: usize) -> String {
-    let filled = (done * width).checked_div(total).unwrap_or(width).min(width);
+    let filled = (done * width)
+        .checked_div(total)
+        .unwrap_or(width)
+        .min(width);
     format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))
 }
 
