@@ -275,20 +275,7 @@ fn plan(cli: &Cli, args: &PlanArgs) -> Result<(), Failure> {
     };
     let policy = match &args.config {
         None => Policy::default(),
-        Some(path) => {
-            let text = read_input(path)?;
-            Policy::from_document(&text).map_err(|errors| {
-                let mut out = format!(
-                    "{}: the policy is invalid, {} error(s)\n",
-                    path.display(),
-                    errors.0.len()
-                );
-                for e in &errors.0 {
-                    out.push_str(&format!("  {e}\n"));
-                }
-                Failure::Invalid(out)
-            })?
-        }
+        Some(path) => policy_file(path)?,
     };
     let text = read_input(cluster_file)?;
     let snapshot = dump::snapshot_from_list(&text)

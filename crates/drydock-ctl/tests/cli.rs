@@ -1,20 +1,9 @@
 //! drydockctl end to end: the real binary on the shipped examples and on bad input.
 
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn drydockctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_drydockctl"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("drydockctl runs")
-}
+mod common;
+use common::drydockctl;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -6,24 +6,15 @@
 //! must match what the command renders.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use base64::Engine;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha512};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn drydockctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_drydockctl"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("drydockctl runs")
-}
+mod common;
+use common::{drydockctl, root};
 
 fn render(args: &[&str]) -> Value {
     let mut all = vec!["ignition", "render"];
