@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
-use drydock_core::protocol::keys;
 use drydock_core::{Policy, Snapshot, k8s};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -247,8 +246,3 @@ impl Cluster {
             .map_err(|e| self.explain(e, &format!("annotating node {node}")))
     }
 }
-
-/// The hold and release keys, re-exported for the commands.
-pub const HOLD: &str = keys::HOLD;
-/// See [`HOLD`].
-pub const RELEASE: &str = keys::RELEASE;

@@ -425,13 +425,13 @@ fn hold_cmd(cli: &Cli, args: &HoldArgs) -> Result<(), Failure> {
         let cluster = live::connect(&target(cli)).await?;
         let node = cluster.node(&args.node).await?;
         let annotations = node.metadata.annotations.unwrap_or_default();
-        let before = annotations.get(live::HOLD);
+        let before = annotations.get(drydock_core::protocol::keys::HOLD);
         if before == Some(&args.reason) {
             println!("node {}: already held ({})", args.node, args.reason);
             return Ok(());
         }
         cluster
-            .annotate(&args.node, &[(live::HOLD, Some(&args.reason))])
+            .annotate(&args.node, &[(drydock_core::protocol::keys::HOLD, Some(&args.reason))])
             .await?;
         let phase = node
             .metadata
@@ -461,8 +461,8 @@ fn release_cmd(cli: &Cli, args: &ReleaseArgs) -> Result<(), Failure> {
             .unwrap_or(drydock_core::protocol::Phase::Idle);
         let mut changes: Vec<(&str, Option<String>)> = Vec::new();
         let mut said = Vec::new();
-        if let Some(h) = annotations.get(live::HOLD) {
-            changes.push((live::HOLD, None));
+        if let Some(h) = annotations.get(drydock_core::protocol::keys::HOLD) {
+            changes.push((drydock_core::protocol::keys::HOLD, None));
             said.push(format!("hold {h:?} removed"));
         }
         if matches!(
@@ -473,12 +473,12 @@ fn release_cmd(cli: &Cli, args: &ReleaseArgs) -> Result<(), Failure> {
                 .get(drydock_core::protocol::keys::PHASE_SINCE)
                 .cloned()
                 .unwrap_or_default();
-            if annotations.get(live::RELEASE) == Some(&since) {
+            if annotations.get(drydock_core::protocol::keys::RELEASE) == Some(&since) {
                 said.push(format!(
                     "its {phase} episode since {since} was already released"
                 ));
             } else {
-                changes.push((live::RELEASE, Some(since.clone())));
+                changes.push((drydock_core::protocol::keys::RELEASE, Some(since.clone())));
                 said.push(format!(
                     "released from {phase} (episode since {since}; reason: {})",
                     state.operator.reason.clone().unwrap_or_default()

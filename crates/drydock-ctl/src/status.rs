@@ -69,13 +69,6 @@ pub struct Status {
     pub warning: Option<String>,
 }
 
-fn in_flight(p: Phase) -> bool {
-    matches!(
-        p,
-        Phase::Draining | Phase::RebootGranted | Phase::Rebooting | Phase::Verifying
-    )
-}
-
 /// Builds the status from what was read and what the planner says.
 pub fn build(
     snapshot: &Snapshot,
@@ -91,7 +84,7 @@ pub fn build(
             let (state, _errors) = parse_node_state(&n.labels, &n.annotations);
             let phase = state.operator.phase.unwrap_or(Phase::Idle);
             let agent = &state.agent;
-            let target = if in_flight(phase) {
+            let target = if phase.is_disrupting() {
                 state
                     .operator
                     .target_version
@@ -297,7 +290,7 @@ pub fn table(s: &Status, color: bool) -> String {
                 Phase::Done => "32",
                 Phase::Failed => "31",
                 Phase::Held => "33",
-                p if in_flight(p) => "36",
+                p if p.is_disrupting() => "36",
                 _ => "",
             };
             let painted = if code.is_empty() {

@@ -362,31 +362,11 @@ async fn errors_say_what_to_do() {
     )
     .await
     .expect("sa");
-    let request: k8s_openapi::api::authentication::v1::TokenRequest =
-        serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}})).expect("tr");
-    let token = sas
-        .create_token_request("nobody", &PostParams::default(), &request)
+    let token = env
+        .service_account_token("other", "nobody", None)
         .await
-        .expect("token")
-        .status
-        .expect("status")
-        .token
         .expect("token");
-    let admin = kube::config::Kubeconfig::read_from(&kc).expect("kubeconfig");
-    let cluster = admin.clusters[0].cluster.clone().expect("cluster");
-    let write = |server: &str| {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("kubeconfig");
-        let doc = json!({"apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "c", "cluster": {"server": server,
-                "certificate-authority": cluster.certificate_authority}}],
-            "users": [{"name": "u", "user": {"token": token}}],
-            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-            "current-context": "c"});
-        std::fs::write(&path, serde_json::to_string(&doc).expect("json")).expect("write");
-        (dir, path)
-    };
-    let (_d1, nobody) = write(cluster.server.as_deref().expect("server"));
+    let nobody = env.token_kubeconfig(&token, None).expect("kubeconfig");
     let err = failed(&nobody, &["status"]);
     assert!(
         err.contains("not allowed reading the ConfigMap drydock-system/drydock-config"),
@@ -396,7 +376,9 @@ async fn errors_say_what_to_do() {
     assert!(err.contains("not allowed reading node node-0"), "{err}");
 
     // Unreachable.
-    let (_d2, nowhere) = write("https://127.0.0.1:1");
+    let nowhere = env
+        .token_kubeconfig(&token, Some("https://127.0.0.1:1"))
+        .expect("kubeconfig");
     let err = failed(&nowhere, &["status"]);
     assert!(
         err.contains("cannot reach the API server at https://127.0.0.1:1"),

@@ -12,13 +12,13 @@ use drydock_core::protocol::{AgentStatus, UpdateStatus, keys};
 use drydock_core::version::{OsFamily, OsVersion};
 use drydock_testenv::TestEnv;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use serde_yaml::Value;
 
-const NS: &str = "drydock-system";
+mod common;
+use common::{NS, apply, events_for, pdb, pinned, set_policy, wait_config_error, wait_pods_ready};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -262,45 +262,19 @@ async fn installed() -> (TestEnv, Vec<String>) {
     (env, nodes)
 }
 
-/// A kubeconfig for `token` on the plane (the plane's CA).
-fn token_kubeconfig(env: &TestEnv, token: &str) -> kube::config::Kubeconfig {
-    let admin = kube::config::Kubeconfig::read_from(env.kubeconfig()).expect("kubeconfig");
-    let cluster = admin.clusters[0].cluster.clone().expect("cluster");
-    let yaml = serde_json::json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {
-            "server": cluster.server, "certificate-authority": cluster.certificate_authority}}],
-        "users": [{"name": "u", "user": {"token": token}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-        "current-context": "c",
-    });
-    serde_json::from_value(yaml).expect("kubeconfig")
-}
-
 async fn client_for(env: &TestEnv, token: &str) -> kube::Client {
-    let config =
-        kube::Config::from_custom_kubeconfig(token_kubeconfig(env, token), &Default::default())
-            .await
-            .expect("token config");
+    let path = env.token_kubeconfig(token, None).expect("token kubeconfig");
+    let kc = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("token config");
     kube::Client::try_from(config).expect("client")
 }
 
 async fn token(env: &TestEnv, sa: &str, bound_pod: Option<&Pod>) -> String {
-    let sas: Api<ServiceAccount> = Api::namespaced(env.client(), NS);
-    let mut spec = json!({"expirationSeconds": 3600});
-    if let Some(p) = bound_pod {
-        spec["boundObjectRef"] = json!({"apiVersion": "v1", "kind": "Pod",
-            "name": p.metadata.name, "uid": p.metadata.uid});
-    }
-    let request: TokenRequest =
-        serde_json::from_value(json!({"spec": spec})).expect("TokenRequest");
-    sas.create_token_request(sa, &PostParams::default(), &request)
+    env.service_account_token(NS, sa, bound_pod)
         .await
         .expect("TokenRequest")
-        .status
-        .expect("token status")
-        .token
-        .expect("a token")
 }
 
 /// The agent's pod on `node`, once the DaemonSet has one there.
@@ -508,46 +482,17 @@ async fn the_operator_binary_works_with_only_its_service_accounts_rights() {
         )
         .await
         .expect("scale");
-    let ns: Api<Namespace> = Api::all(env.client());
-    ns.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "shop"}})).expect("namespace"),
-    )
-    .await
-    .expect("namespace");
-    let web = json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": "shop"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}},
-                "spec": {"terminationGracePeriodSeconds": 1,
-                    "nodeSelector": {"kubernetes.io/hostname": a},
-                    "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}}}});
-    Api::<Deployment>::namespaced(env.client(), "shop")
-        .patch("web", &PatchParams::apply("test"), &Patch::Apply(&web))
+    Api::<Namespace>::all(env.client())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "shop"}})).expect("namespace"),
+        )
         .await
-        .expect("deployment");
-    let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": {"name": "web", "namespace": "shop"},
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "web"}}}});
-    Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(env.client(), "shop")
-        .patch("web", &PatchParams::apply("test"), &Patch::Apply(&pdb))
-        .await
-        .expect("pdb");
+        .expect("namespace");
+    apply(&env, pinned("web", 1, &a)).await;
+    apply(&env, pdb("web", json!({"maxUnavailable": 1}))).await;
+    wait_pods_ready(&mut env, 1).await;
     let shop: Api<Pod> = Api::namespaced(env.client(), "shop");
-    let s2 = shop.clone();
-    env.wait_for("the web pod running", Duration::from_secs(60), move || {
-        let shop = s2.clone();
-        async move {
-            Ok(shop
-                .list(&ListParams::default())
-                .await?
-                .items
-                .iter()
-                .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
-        }
-    })
-    .await
-    .expect("web running");
     let web_uid = shop.list(&ListParams::default()).await.expect("pods").items[0]
         .metadata
         .uid
@@ -555,16 +500,9 @@ async fn the_operator_binary_works_with_only_its_service_accounts_rights() {
 
     // The operator, under its ServiceAccount.
     let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        serde_yaml::to_string(&token_kubeconfig(
-            &env,
-            &token(&env, "drydock-operator", None).await,
-        ))
-        .expect("yaml"),
-    )
-    .expect("write kubeconfig");
+    let kubeconfig = env
+        .token_kubeconfig(&token(&env, "drydock-operator", None).await, None)
+        .expect("token kubeconfig");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
@@ -635,15 +573,10 @@ async fn the_operator_binary_works_with_only_its_service_accounts_rights() {
         pods.iter().all(|p| p.metadata.uid != web_uid),
         "the web pod was evicted"
     );
-    let events = Api::<k8s_openapi::api::events::v1::Event>::all(env.client())
-        .list(&ListParams::default())
+    let reasons: Vec<String> = events_for(&env, &a)
         .await
-        .expect("events")
-        .items;
-    let reasons: Vec<String> = events
-        .iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(a.as_str()))
-        .filter_map(|e| e.reason.clone())
+        .into_iter()
+        .map(|e| e.1)
         .collect();
     for r in ["Cordoned", "DrainStarted", "RebootGranted"] {
         assert!(
@@ -653,33 +586,8 @@ async fn the_operator_binary_works_with_only_its_service_accounts_rights() {
     }
 
     // A bad policy is reported on the ConfigMap (the one patch it may make there).
-    let cms: Api<ConfigMap> = Api::namespaced(env.client(), NS);
-    cms.patch(
-        "drydock-config",
-        &PatchParams::apply("person").force(),
-        &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "drydock-config", "namespace": NS},
-            "data": {"config.yaml": "maxUnavailable: lots\n"}})),
-    )
-    .await
-    .expect("bad policy");
-    let c2 = cms.clone();
-    env.wait_for(
-        "the config-error annotation",
-        Duration::from_secs(30),
-        move || {
-            let cms = c2.clone();
-            async move {
-                let cm = cms.get("drydock-config").await?;
-                Ok(cm
-                    .metadata
-                    .annotations
-                    .is_some_and(|a| a.contains_key("drydock.dev/config-error")))
-            }
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", log_of(&log_path)));
+    set_policy(&env, "maxUnavailable: lots\n").await;
+    wait_config_error(&mut env, "maxUnavailable").await;
 
     let log = log_of(&log_path);
     for word in ["forbidden", "Forbidden"] {

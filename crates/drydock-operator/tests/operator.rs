@@ -20,15 +20,16 @@ use drydock_sim::update_engine::Offer;
 use drydock_testenv::TestEnv;
 use futures_util::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-const NS: &str = "drydock-system";
+mod common;
+use common::*;
+
 const FROM: &str = "4081.2.0";
 const TO: &str = "4230.0.0";
 
@@ -175,74 +176,6 @@ fn replica_on(
     })
 }
 
-async fn setup(env: &TestEnv, policy: &str) {
-    let client = env.client();
-    let ns: Api<Namespace> = Api::all(client.clone());
-    for n in [NS, "shop"] {
-        ns.create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": n}})).expect("namespace"),
-        )
-        .await
-        .expect("namespace");
-    }
-    set_policy(env, policy).await;
-}
-
-async fn set_policy(env: &TestEnv, policy: &str) {
-    let cms: Api<ConfigMap> = Api::namespaced(env.client(), NS);
-    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "drydock-config", "namespace": NS},
-        "data": {"config.yaml": policy}});
-    cms.patch(
-        "drydock-config",
-        &PatchParams::apply("test").force(),
-        &Patch::Apply(&cm),
-    )
-    .await
-    .expect("ConfigMap");
-}
-
-async fn apply(env: &TestEnv, doc: serde_json::Value) {
-    let kind = doc["kind"].as_str().expect("kind").to_string();
-    let name = doc["metadata"]["name"].as_str().expect("name").to_string();
-    let ar = match kind.as_str() {
-        "Deployment" => {
-            kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&())
-        }
-        "StatefulSet" => {
-            kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::StatefulSet>(&())
-        }
-        "PodDisruptionBudget" => {
-            kube::api::ApiResource::erase::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(&())
-        }
-        other => panic!("unexpected kind {other}"),
-    };
-    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(env.client(), "shop", &ar);
-    api.patch(
-        &name,
-        &PatchParams::apply("test").force(),
-        &Patch::Apply(&doc),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
-}
-
-fn deployment(name: &str, replicas: u32) -> serde_json::Value {
-    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "shop"},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}},
-                "spec": {"terminationGracePeriodSeconds": 1,
-                    "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}}}})
-}
-
-/// A Deployment whose pods may only run on `node`.
-fn pinned(name: &str, replicas: u32, node: &str) -> serde_json::Value {
-    let mut d = deployment(name, replicas);
-    d["spec"]["template"]["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": node});
-    d
-}
-
 /// A control plane with `n` Ready KWOK nodes `node-0`….
 async fn env_with_nodes(n: usize) -> (TestEnv, Vec<String>) {
     let mut env = TestEnv::start().await.expect("control plane");
@@ -251,43 +184,6 @@ async fn env_with_nodes(n: usize) -> (TestEnv, Vec<String>) {
         .await
         .expect("nodes");
     (env, names)
-}
-
-fn pdb(name: &str, spec: serde_json::Value) -> serde_json::Value {
-    let mut s = spec;
-    s["selector"] = json!({"matchLabels": {"app": name}});
-    json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": {"name": name, "namespace": "shop"}, "spec": s})
-}
-
-/// Waits until every pod in `shop` is Running and Ready and `count` in all.
-async fn wait_pods_ready(env: &mut TestEnv, count: usize) {
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(env.client(), "shop");
-    env.wait_for(
-        &format!("{count} pods Ready in shop"),
-        Duration::from_secs(120),
-        move || {
-            let pods = pods.clone();
-            async move {
-                let list = pods.list(&ListParams::default()).await?;
-                let ready = list
-                    .items
-                    .iter()
-                    .filter(|p| {
-                        p.status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|cs| {
-                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                            })
-                    })
-                    .count();
-                Ok(ready == count && list.items.len() == count)
-            }
-        },
-    )
-    .await
-    .expect("workload Ready");
 }
 
 #[derive(Debug, Default)]
@@ -395,24 +291,6 @@ async fn leader_identity(env: &TestEnv) -> Option<String> {
         .flatten()
         .and_then(|l| l.spec)
         .and_then(|s| s.holder_identity)
-}
-
-async fn events_for(env: &TestEnv, name: &str) -> Vec<(String, String, String)> {
-    let api: Api<Event> = Api::all(env.client());
-    api.list(&ListParams::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| {
-            (
-                e.type_.unwrap_or_default(),
-                e.reason.unwrap_or_default(),
-                e.note.unwrap_or_default(),
-            )
-        })
-        .collect()
 }
 
 fn phase_is(p: &'static str) -> impl Fn(&Node) -> bool + Clone {
@@ -721,9 +599,7 @@ async fn a_node_that_never_returns_fails_and_a_drain_that_times_out_is_held() {
     )
     .await;
     // node-1 holds a pod that takes ten minutes to terminate once evicted.
-    let mut d = pinned("slow", 1, "node-1");
-    d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(600);
-    apply(&env, d).await;
+    apply(&env, slow("node-1")).await;
     wait_pods_ready(&mut env, 1).await;
     // node-0's reboot takes far longer than readyTimeout.
     let lost = machine(&env, &names[0], Duration::from_secs(600)).await;
@@ -802,26 +678,7 @@ async fn a_bad_configmap_is_rejected_visibly_and_the_last_good_policy_stays() {
     })
     .await;
     set_policy(&env, "paused: false\nmaxUnavailabel: 3\n").await;
-    let cms: Api<ConfigMap> = Api::namespaced(env.client(), NS);
-    let c2 = cms.clone();
-    env.wait_for(
-        "the rejection on the ConfigMap",
-        Duration::from_secs(30),
-        move || {
-            let cms = c2.clone();
-            async move {
-                let cm = cms.get("drydock-config").await?;
-                Ok(cm
-                    .metadata
-                    .annotations
-                    .unwrap_or_default()
-                    .get(drydock_operator::controller::CONFIG_ERROR_ANNOTATION)
-                    .is_some_and(|e| e.contains("maxUnavailabel")))
-            }
-        },
-    )
-    .await
-    .expect("rejection recorded");
+    wait_config_error(&mut env, "maxUnavailabel").await;
     let evs = events_for(&env, "drydock-config").await;
     assert!(
         evs.iter()
@@ -865,13 +722,7 @@ async fn a_bad_configmap_is_rejected_visibly_and_the_last_good_policy_stays() {
         "{metrics}"
     );
     assert!(metrics.contains("drydock_config_valid 1"), "{metrics}");
-    let cm = cms.get("drydock-config").await.expect("cm");
-    assert!(
-        !cm.metadata
-            .annotations
-            .unwrap_or_default()
-            .contains_key(drydock_operator::controller::CONFIG_ERROR_ANNOTATION)
-    );
+    assert_eq!(config_error(&env).await, None);
 }
 
 #[tokio::test]
@@ -934,9 +785,7 @@ async fn a_drain_that_times_out_with_on_timeout_reboot_reboots_anyway() {
     )
     .await;
     // A pod that takes ten minutes to terminate once evicted.
-    let mut d = pinned("slow", 1, "node-0");
-    d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(600);
-    apply(&env, d).await;
+    apply(&env, slow("node-0")).await;
     wait_pods_ready(&mut env, 1).await;
     let m = machine(&env, &names[0], Duration::from_millis(300)).await;
     m.stage().await;

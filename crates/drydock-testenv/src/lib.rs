@@ -17,7 +17,8 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -438,6 +439,62 @@ impl TestEnv {
     /// Where the components' logs are.
     pub fn log_dir(&self) -> PathBuf {
         self.dir.path().join("logs")
+    }
+
+    /// A token for ServiceAccount `namespace/name` from the TokenRequest API, valid for an
+    /// hour. Bound to `pod`, it carries the pod's node in the
+    /// `authentication.kubernetes.io/node-name` claim, as a DaemonSet pod's token does.
+    pub async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        pod: Option<&Pod>,
+    ) -> Result<String, Error> {
+        let mut spec = serde_json::json!({"expirationSeconds": 3600});
+        if let Some(p) = pod {
+            spec["boundObjectRef"] = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "name": p.metadata.name, "uid": p.metadata.uid});
+        }
+        let request: TokenRequest = serde_json::from_value(serde_json::json!({"spec": spec}))
+            .map_err(|e| Error::Kubeconfig(format!("building a TokenRequest: {e}")))?;
+        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+        sas.create_token_request(name, &PostParams::default(), &request)
+            .await?
+            .status
+            .and_then(|s| s.token)
+            .ok_or_else(|| Error::Kubeconfig(format!("no token issued for {namespace}/{name}")))
+    }
+
+    /// Writes a kubeconfig that authenticates with `token` (trusting this plane's CA) and
+    /// returns its path; `server` overrides the API server's URL (to point it nowhere).
+    pub fn token_kubeconfig(&self, token: &str, server: Option<&str>) -> Result<PathBuf, Error> {
+        let admin = Kubeconfig::read_from(&self.kubeconfig)
+            .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        let cluster = admin
+            .clusters
+            .first()
+            .and_then(|c| c.cluster.clone())
+            .ok_or_else(|| Error::Kubeconfig("the plane's kubeconfig has no cluster".into()))?;
+        let doc = serde_json::json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "c", "cluster": {
+                "server": server.map(String::from).or(cluster.server),
+                "certificate-authority": cluster.certificate_authority}}],
+            "users": [{"name": "u", "user": {"token": token}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "c",
+        });
+        let mut n = 0;
+        let path = loop {
+            let p = self.dir.path().join(format!("token-kubeconfig-{n}"));
+            if !p.exists() {
+                break p;
+            }
+            n += 1;
+        };
+        std::fs::write(&path, doc.to_string())
+            .map_err(|e| Error::Io(format!("writing {}", path.display()), e))?;
+        Ok(path)
     }
 }
 
