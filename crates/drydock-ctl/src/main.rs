@@ -3,6 +3,7 @@
 //! Exit status: 0 success; 1 the input was read but is invalid (a policy with errors);
 //! 2 an input could not be read at all (missing file, not YAML/JSON, not a `v1` List).
 
+mod demo;
 mod dump;
 mod ignition;
 mod live;
@@ -66,6 +67,11 @@ enum Command {
     Hold(HoldArgs),
     /// Undo a hold, and let a Held or Failed node go back to the rollout.
     Release(ReleaseArgs),
+    /// Watch a simulated fleet roll: a local control plane with KWOK nodes, a simulated
+    /// host and a drydock-agent per node, workloads behind budgets, two operator
+    /// replicas, and a new OS version published upstream; then a summary. Ctrl-C stops
+    /// it and removes everything it started.
+    Demo(DemoArgs),
     /// Ignition configs for drydock-managed nodes.
     Ignition {
         #[command(subcommand)]
@@ -128,6 +134,32 @@ struct StatusArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
     output: Output,
+}
+
+#[derive(clap::Args, Debug)]
+struct DemoArgs {
+    /// Worker nodes (a control-plane node comes on top).
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// The OS of the simulated fleet.
+    #[arg(long, value_enum, default_value = "flatcar")]
+    os: demo::DemoOs,
+    /// Give up when the rollout has not finished this long after the release (`10m`).
+    #[arg(long, default_value = "10m", value_parser = parse_timeout)]
+    timeout: std::time::Duration,
+    /// Also write the summary as JSON to this file.
+    #[arg(long)]
+    summary: Option<PathBuf>,
+    /// Where drydock-agent, drydock-operator and drydock-sim are (default: next to drydockctl).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Keep the work directory (every process's log, the hosts' files) afterwards.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    drydock_core::duration::parse_duration(s).map_err(|e| e.to_string())
 }
 
 #[derive(clap::Args, Debug)]
@@ -504,6 +536,43 @@ fn release_cmd(cli: &Cli, args: &ReleaseArgs) -> Result<(), Failure> {
     })
 }
 
+/// Runs the demo; Ctrl-C drops it, which stops every process it started.
+fn demo_cmd(args: &DemoArgs) -> ExitCode {
+    let opts = demo::Options {
+        workers: args.nodes,
+        os: args.os,
+        timeout: args.timeout,
+        summary: args.summary.clone(),
+        bin_dir: args.bin_dir.clone(),
+        keep: args.keep,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(_) => {
+            eprintln!("drydockctl: cannot start the runtime");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = rt.block_on(async {
+        tokio::select! {
+            r = demo::run(opts) => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    match outcome {
+        None => {
+            eprintln!("drydockctl demo: interrupted; everything it started is stopped");
+            ExitCode::from(130)
+        }
+        Some(Ok(s)) if s.passed => ExitCode::SUCCESS,
+        Some(Ok(_)) => ExitCode::from(1),
+        Some(Err(e)) => {
+            eprintln!("drydockctl demo: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -519,6 +588,7 @@ fn main() -> ExitCode {
         Command::Ignition {
             command: IgnitionCommand::Render(args),
         } => ignition_render(args),
+        Command::Demo(args) => return demo_cmd(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,14 +1,17 @@
 //! `drydock-sim`: the host services drydock cannot run here, on a real bus.
 //!
 //! ```text
-//! drydock-sim host --bus ADDRESS --os flatcar --version V --root DIR [--omaha URL] [--machine-id ID]
+//! drydock-sim host --bus ADDRESS --os flatcar --version V --root DIR [--omaha URL] [--machine-id ID] [--check-ms MS]
 //! drydock-sim host --bus ADDRESS --os fcos --version V --root DIR [--stream S] [--remote STREAM=VERSION ...]
 //! drydock-sim omaha --listen ADDR --release CHANNEL=VERSION ...
 //! ```
 //!
 //! `host` prints one JSON line per boot on stdout (`{"boot":2,"slot":"b","version":"…",
 //! "rolled_back":false}`): whoever runs the node's agent restarts it on each line after
-//! the first, as a real reboot would. `omaha` prints its update URL, then serves until
+//! the first, as a real reboot would. With `--check-ms`, a Flatcar host's update_engine
+//! checks its Omaha server on that period by itself, as the real one does (hourly). A
+//! Fedora CoreOS host reads `publish STREAM VERSION` lines on stdin: the remote publishes
+//! that release while the host runs. `omaha` prints its update URL, then serves until
 //! Ctrl-C; `PUT /admin/releases/{channel}` changes the offered version while it runs.
 
 use std::collections::BTreeMap;
@@ -73,6 +76,10 @@ enum Command {
         /// Milliseconds a reboot keeps the host down.
         #[arg(long, default_value_t = 2000)]
         reboot_ms: u64,
+        /// Flatcar: update_engine's own periodic check, every this many milliseconds
+        /// (0: only when asked over D-Bus).
+        #[arg(long, default_value_t = 0)]
+        check_ms: u64,
     },
     /// A fake upstream Omaha server.
     Omaha {
@@ -83,6 +90,59 @@ enum Command {
         #[arg(long = "release", value_parser = parse_release)]
         releases: Vec<(String, String)>,
     },
+}
+
+/// update_engine's own scheduler: a check every `every` (what `AttemptUpdate` starts;
+/// ignored while one runs or the host is down).
+async fn periodic_checks(bus: String, every: Duration) {
+    let mut conn: Option<zbus::Connection> = None;
+    loop {
+        tokio::time::sleep(every).await;
+        if conn.is_none() {
+            conn = match zbus::connection::Builder::address(bus.as_str()) {
+                Ok(b) => b.build().await.ok(),
+                Err(_) => None,
+            };
+        }
+        if let Some(c) = &conn {
+            let _ = c
+                .call_method(
+                    Some("com.coreos.update1"),
+                    "/com/coreos/update1",
+                    Some("com.coreos.update1.Manager"),
+                    "AttemptUpdate",
+                    &(),
+                )
+                .await;
+        }
+    }
+}
+
+/// Publishes each `publish STREAM VERSION` line of stdin on the host's remote; other
+/// lines are reported on stderr and ignored.
+async fn publish_from_stdin(ostree: drydock_sim::rpm_ostree::RpmOstree) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    while let Some(line) = rx.recv().await {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["publish", stream, version] => {
+                match drydock_core::version::CoreOsVersion::parse(version) {
+                    Ok(_) => ostree.publish(&fcos_ref(stream), version),
+                    Err(e) => eprintln!("drydock-sim: publish {stream} {version:?}: {e}"),
+                }
+            }
+            [] => {}
+            _ => eprintln!("drydock-sim: stdin: {line:?} is not `publish STREAM VERSION`"),
+        }
+    }
 }
 
 fn parse_release(s: &str) -> Result<(String, String), String> {
@@ -100,7 +160,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result: Result<(), String> = async {
         match cli.command {
-            Command::Host { bus, os, version, root, omaha, stream, remote, machine_id, step_ms, reboot_ms } => {
+            Command::Host { bus, os, version, root, omaha, stream, remote, machine_id, step_ms, reboot_ms, check_ms } => {
                 std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
                 let step = Duration::from_millis(step_ms);
                 let reboot_delay = Duration::from_millis(reboot_ms);
@@ -110,7 +170,11 @@ async fn main() -> std::process::ExitCode {
                             return Err("--remote is for --os fcos; Flatcar updates come from --omaha".into());
                         }
                         let options = FlatcarOptions { version, step, reboot_delay, omaha, machine_id };
-                        SimHost::start(&bus, &root, options).await.map_err(|e| e.to_string())?
+                        let host = SimHost::start(&bus, &root, options).await.map_err(|e| e.to_string())?;
+                        if check_ms > 0 {
+                            tokio::spawn(periodic_checks(bus.clone(), Duration::from_millis(check_ms)));
+                        }
+                        host
                     }
                     Os::Fcos => {
                         if omaha.is_some() {
@@ -123,11 +187,15 @@ async fn main() -> std::process::ExitCode {
                                 .map_err(|e| format!("--remote {s}={v}: {e}"))?;
                         }
                         let options = FcosOptions { version, stream, step, reboot_delay, machine_id };
+                        if check_ms > 0 {
+                            return Err("--check-ms is for --os flatcar; on Fedora CoreOS the agent checks".into());
+                        }
                         let host = SimHost::start_fcos(&bus, &root, options).await.map_err(|e| e.to_string())?;
                         if let Some(o) = host.ostree() {
                             for (s, v) in &remote {
                                 o.publish(&fcos_ref(s), v);
                             }
+                            tokio::spawn(publish_from_stdin(o.clone()));
                         }
                         host
                     }

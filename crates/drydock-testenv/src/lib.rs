@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-pub use process::Component;
+pub use process::{Component, start as start_process, start_piped as start_piped_process};
 
 /// Environment variable naming the directory with the control-plane binaries.
 pub const BIN_ENV: &str = "DRYDOCK_CLUSTER_BIN";

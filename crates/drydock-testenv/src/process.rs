@@ -33,6 +33,16 @@ impl Component {
         self.child.id()
     }
 
+    /// Its stdin, once, when started with [`start_piped`].
+    pub fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.child.stdin.take()
+    }
+
+    /// Its stdout, once, when started with [`start_piped`].
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+
     /// Stops the process (SIGKILL) and reaps it.
     pub fn stop(&mut self) {
         let _ = self.child.kill();
@@ -75,6 +85,27 @@ pub fn start(
     args: &[String],
     log_dir: &Path,
 ) -> Result<Component, Error> {
+    start_with(name, program, args, log_dir, false)
+}
+
+/// [`start`], but with stdin and stdout as pipes to this process (see
+/// [`Component::take_stdin`]); stderr goes to the log.
+pub fn start_piped(
+    name: &str,
+    program: &Path,
+    args: &[String],
+    log_dir: &Path,
+) -> Result<Component, Error> {
+    start_with(name, program, args, log_dir, true)
+}
+
+fn start_with(
+    name: &str,
+    program: &Path,
+    args: &[String],
+    log_dir: &Path,
+    piped: bool,
+) -> Result<Component, Error> {
     let log = log_dir.join(format!("{name}.log"));
     let out =
         File::create(&log).map_err(|e| Error::Io(format!("creating {}", log.display()), e))?;
@@ -87,9 +118,12 @@ pub fn start(
         .arg("--")
         .arg(program)
         .args(args)
-        .stdin(Stdio::null())
-        .stdout(out)
         .stderr(err);
+    if piped {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    } else {
+        cmd.stdin(Stdio::null()).stdout(out);
+    }
     let (tx, rx) = mpsc::channel();
     spawner()
         .lock()

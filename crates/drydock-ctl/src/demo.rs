@@ -1,0 +1,1043 @@
+//! `drydockctl demo`: a whole fleet rolling on this machine. It brings up the local
+//! control plane with KWOK nodes, a simulated host and a real `drydock-agent` process per
+//! node, sample workloads behind PodDisruptionBudgets and two `drydock-operator`
+//! replicas; then it publishes a new OS version upstream, shows the rollout live, and
+//! prints what an independent observer measured: the makespan, the nodes updated, the
+//! most nodes unavailable at once per pool against the limit, the evictions budgets
+//! refused, and budget violations.
+//!
+//! Everything it starts is a child process with a parent-death signal, stopped when the
+//! demo ends, fails or is interrupted; its files live in one temporary directory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use drydock_core::Policy;
+use drydock_core::protocol::{Phase, parse_node_state};
+use drydock_sim::bus::PrivateBus;
+use drydock_sim::omaha::OmahaServer;
+use drydock_testenv::{Component, NodeSpec, TestEnv, start_piped_process, start_process};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::{live, status};
+
+/// drydock's namespace in the demo cluster.
+const NS: &str = "drydock-system";
+/// Where the sample workloads run.
+const APPS: &str = "shop";
+
+/// The OS the simulated fleet runs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DemoOs {
+    /// Flatcar: update_engine checks a fake Omaha server, which publishes the new version.
+    Flatcar,
+    /// Fedora CoreOS: the agent stages from rpm-ostree's remote, which publishes it.
+    Fcos,
+}
+
+impl DemoOs {
+    /// (booted first, published) versions.
+    fn versions(self) -> (&'static str, &'static str) {
+        match self {
+            DemoOs::Flatcar => ("4081.2.0", "4230.0.0"),
+            DemoOs::Fcos => ("41.20241109.3.0", "41.20241122.3.0"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            DemoOs::Flatcar => "flatcar",
+            DemoOs::Fcos => "fcos",
+        }
+    }
+}
+
+/// What the demo does.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Worker nodes (a control-plane node comes on top).
+    pub workers: usize,
+    /// Their OS.
+    pub os: DemoOs,
+    /// Give up after this long from publishing.
+    pub timeout: Duration,
+    /// Also write the summary as JSON here.
+    pub summary: Option<PathBuf>,
+    /// Where drydock-agent, drydock-operator and drydock-sim are (default: next to
+    /// drydockctl).
+    pub bin_dir: Option<PathBuf>,
+    /// Keep the work directory (logs, host files) at the end.
+    pub keep: bool,
+}
+
+/// The demo's policy: a control-plane pool one at a time, workers two at a time after a
+/// canary, a short bake so the phases can be watched.
+pub const POLICY: &str = r#"# drydockctl demo: every pool follows stable, no maintenance window.
+channel: stable
+maxUnavailable: 1
+drain:
+  timeout: 3m
+  onTimeout: hold
+health:
+  readyTimeout: 2m
+  bake: 5s
+pools:
+  - name: control-plane
+    nodeSelector: {node-role.kubernetes.io/control-plane: ""}
+  - name: workers
+    nodeSelector:
+      matchExpressions:
+        - {key: node-role.kubernetes.io/worker, operator: Exists}
+    maxUnavailable: 2
+    canary: 1
+"#;
+
+/// The binaries the demo runs.
+struct Bins {
+    agent: PathBuf,
+    operator: PathBuf,
+    sim: PathBuf,
+}
+
+impl Bins {
+    fn find(dir: Option<&Path>) -> anyhow::Result<Bins> {
+        let dir = match dir {
+            Some(d) => d.to_path_buf(),
+            None => std::env::current_exe()
+                .context("finding drydockctl's own path")?
+                .parent()
+                .map(Path::to_path_buf)
+                .ok_or_else(|| anyhow!("drydockctl's path has no directory"))?,
+        };
+        let find = |name: &str| {
+            let p = dir.join(name);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(anyhow!(
+                    "{name} is not in {}: build every binary first (`cargo build --bins`), or pass --bin-dir",
+                    dir.display()
+                ))
+            }
+        };
+        Ok(Bins {
+            agent: find("drydock-agent")?,
+            operator: find("drydock-operator")?,
+            sim: find("drydock-sim")?,
+        })
+    }
+}
+
+/// One simulated machine: its bus, its host services, and its agent (restarted on boot).
+struct Machine {
+    name: String,
+    bus: PrivateBus,
+    root: PathBuf,
+    host: Component,
+    agent: Option<Component>,
+    /// The host's stdin (Fedora CoreOS: where releases are published).
+    stdin: Option<std::process::ChildStdin>,
+    boots: u32,
+}
+
+/// What the independent observer saw.
+#[derive(Debug, Default)]
+struct Observed {
+    /// Per pool: the most nodes unavailable at once.
+    peak: BTreeMap<String, usize>,
+    /// Budget status updates seen after the workloads were Ready.
+    pdb_updates: usize,
+    /// Budgets seen with fewer healthy pods than they require.
+    violations: Vec<String>,
+}
+
+/// How the demo ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    /// Whether every node was updated and nothing was violated.
+    pub passed: bool,
+}
+
+struct Display {
+    tty: bool,
+    started: Instant,
+    last: String,
+}
+
+impl Display {
+    fn say(&mut self, text: &str) {
+        println!("[{:>6.1}s] {text}", self.started.elapsed().as_secs_f64());
+        let _ = std::io::stdout().flush();
+    }
+
+    /// The live picture: the status table on a terminal, a line per pool change when piped.
+    fn show(&mut self, s: &status::Status, header: &str) {
+        if self.tty {
+            print!(
+                "\x1b[H\x1b[2J{header}\n\n{}",
+                status::table(s, std::env::var_os("NO_COLOR").is_none())
+            );
+        } else {
+            let line = s
+                .pools
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{} {}/{} done, {}/{} unavailable",
+                        p.name, p.done, p.nodes, p.unavailable, p.max_unavailable
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" | ");
+            let phases = s
+                .nodes
+                .iter()
+                .map(|n| format!("{}={}", n.name, n.phase))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let text = format!("{line} || {phases}");
+            if text != self.last {
+                self.say(&text);
+                self.last = text;
+            }
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// Runs the demo; the returned summary has been printed.
+pub async fn run(opts: Options) -> anyhow::Result<Summary> {
+    let bins = Bins::find(opts.bin_dir.as_deref())?;
+    if opts.workers == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    let mut work = tempfile::Builder::new()
+        .prefix("drydock-demo-")
+        .tempdir()
+        .context("creating the work directory")?;
+    let result = run_in(&opts, &bins, work.path()).await;
+    if opts.keep || result.is_err() {
+        work.disable_cleanup(true);
+        eprintln!(
+            "drydockctl demo: logs and host files kept in {}",
+            work.path().display()
+        );
+    }
+    result
+}
+
+async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summary> {
+    let logs = work.join("logs");
+    std::fs::create_dir_all(&logs).context("creating the log directory")?;
+    let mut ui = Display {
+        tty: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        started: Instant::now(),
+        last: String::new(),
+    };
+    let (from, to) = opts.os.versions();
+    let policy = Policy::from_yaml(POLICY).map_err(|e| anyhow!("the demo policy: {e}"))?;
+
+    ui.say("starting the control plane: etcd, kube-apiserver, controller-manager, scheduler, kwok");
+    let mut env = TestEnv::start()
+        .await
+        .context("starting the control plane")?;
+    let client = env.client();
+
+    let zones = ["zone-a", "zone-b", "zone-c"];
+    let mut specs: Vec<NodeSpec> = vec![NodeSpec::new(
+        "cp-0",
+        &[
+            ("node-role.kubernetes.io/control-plane", ""),
+            ("topology.kubernetes.io/zone", "zone-a"),
+        ],
+    )];
+    specs.extend((0..opts.workers).map(|i| {
+        NodeSpec::new(
+            format!("node-{i}"),
+            &[
+                ("node-role.kubernetes.io/worker", ""),
+                ("topology.kubernetes.io/zone", zones[i % 3]),
+            ],
+        )
+    }));
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    env.add_nodes(&specs).await.context("adding nodes")?;
+    env.wait_nodes_ready(&names, Duration::from_secs(90))
+        .await
+        .context("waiting for the KWOK nodes")?;
+    ui.say(&format!(
+        "{} KWOK nodes Ready: cp-0 (control-plane) and {} workers over {} zones",
+        names.len(),
+        opts.workers,
+        opts.workers.min(3)
+    ));
+
+    let ns: Api<Namespace> = Api::all(client.clone());
+    for n in [NS, APPS] {
+        ns.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": n}}))?,
+        )
+        .await
+        .with_context(|| format!("creating namespace {n}"))?;
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "drydock-config"},
+            "data": {"config.yaml": POLICY}}))?,
+    )
+    .await
+    .context("creating the drydock-config ConfigMap")?;
+
+    // The upstream: Flatcar nodes check a fake Omaha server; CoreOS nodes' remotes
+    // publish through each host's stdin.
+    let omaha = match opts.os {
+        DemoOs::Flatcar => Some(
+            OmahaServer::start(
+                "127.0.0.1:0".parse()?,
+                BTreeMap::from([("stable".to_string(), from.to_string())]),
+            )
+            .await
+            .context("starting the fake Omaha server")?,
+        ),
+        DemoOs::Fcos => None,
+    };
+
+    let kubeconfig = env.kubeconfig().to_path_buf();
+    let (boot_tx, mut boot_rx) = mpsc::unbounded_channel::<(usize, String)>();
+    let mut machines = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let m = start_machine(
+            bins,
+            opts.os,
+            name,
+            from,
+            omaha.as_ref().map(OmahaServer::url),
+            work,
+            i,
+            boot_tx.clone(),
+        )?;
+        machines.push(m);
+    }
+    // Each host prints its first boot when its services are on its bus; then its agent starts.
+    let mut up = 0;
+    while up < machines.len() {
+        let (i, line) = tokio::time::timeout(Duration::from_secs(60), boot_rx.recv())
+            .await
+            .map_err(|_| anyhow!("the simulated hosts did not all start within 60 s"))?
+            .ok_or_else(|| anyhow!("every simulated host exited"))?;
+        let boot = parse_boot(&line)?;
+        if boot == 1 {
+            let m = &mut machines[i];
+            m.boots = 1;
+            m.agent = Some(start_agent(bins, m, &kubeconfig, &logs)?);
+            up += 1;
+        }
+    }
+    ui.say(&format!(
+        "{} simulated {} hosts up, each on its own dbus-daemon, with a drydock-agent process",
+        machines.len(),
+        match opts.os {
+            DemoOs::Flatcar => "Flatcar",
+            DemoOs::Fcos => "Fedora CoreOS",
+        }
+    ));
+
+    let workers = opts.workers as u32;
+    let replicas = workers.max(2);
+    let workloads = [
+        deployment("web", replicas),
+        pdb("web", json!({"maxUnavailable": 1})),
+        deployment("api", 3),
+        pdb("api", json!({"minAvailable": 2})),
+        deployment("cache", 2),
+        pdb("cache", json!({"minAvailable": 1})),
+    ];
+    for w in &workloads {
+        apply(&client, w).await?;
+    }
+    let pods_expected = replicas as usize + 5;
+    wait_pods_ready(&mut env, pods_expected).await?;
+    ui.say(&format!(
+        "workloads Ready in namespace {APPS}: web ×{replicas} (PDB maxUnavailable 1), api ×3 (minAvailable 2), cache ×2 (minAvailable 1)"
+    ));
+
+    let mut operators = Vec::new();
+    let mut metrics_urls = Vec::new();
+    for i in 0..2 {
+        let port = free_port()?;
+        let args = vec![
+            "--kubeconfig".to_string(),
+            kubeconfig.display().to_string(),
+            "--namespace".into(),
+            NS.into(),
+            "--identity".into(),
+            format!("drydock-operator-{i}"),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--lease-duration".into(),
+            "6s".into(),
+            "--renew-deadline".into(),
+            "4s".into(),
+            "--retry-period".into(),
+            "1s".into(),
+            "--drain-poll".into(),
+            "1s".into(),
+            "--log-format".into(),
+            "json".into(),
+        ];
+        operators.push(
+            start_process(&format!("operator-{i}"), &bins.operator, &args, &logs)
+                .context("starting drydock-operator")?,
+        );
+        metrics_urls.push(format!("http://127.0.0.1:{port}/metrics"));
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .context("building the HTTP client")?;
+    wait_leader(&http, &metrics_urls, &mut operators).await?;
+    ui.say("2 drydock-operator replicas running, one leads");
+
+    let cluster = live::connect(&live::Target {
+        kubeconfig: Some(kubeconfig.clone()),
+        context: None,
+        namespace: NS.into(),
+        config_map: "drydock-config".into(),
+    })
+    .await?;
+    wait_reported(&cluster, &names, from).await?;
+    ui.say(&format!("every agent reports {from} booted"));
+
+    // The independent observer starts before the release.
+    let pool_of: HashMap<String, (String, usize)> = {
+        let nodes: Api<Node> = Api::all(client.clone());
+        let list = nodes.list(&ListParams::default()).await?;
+        let mut sizes: BTreeMap<String, usize> = BTreeMap::new();
+        let mut pools = HashMap::new();
+        for n in &list.items {
+            let s = drydock_core::k8s::node(n)?;
+            let pool = policy.pool_for(&s.labels);
+            *sizes.entry(pool.name.clone()).or_default() += 1;
+            pools.insert(s.name.clone(), pool.name.clone());
+        }
+        pools
+            .into_iter()
+            .map(|(n, p)| {
+                let size = sizes.get(&p).copied().unwrap_or(0);
+                let limit = policy
+                    .pool(&p)
+                    .map(|pp| pp.max_unavailable.resolve(size))
+                    .unwrap_or(1);
+                (n, (p, limit))
+            })
+            .collect()
+    };
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let watchers = Watchers(vec![
+        watch_nodes(client.clone(), pool_of.clone(), observed.clone()),
+        watch_budgets(client.clone(), observed.clone()),
+    ]);
+
+    match (&omaha, opts.os) {
+        (Some(o), _) => {
+            o.set_release("stable", to);
+            ui.say(&format!(
+                "published Flatcar {to} on the fake Omaha server ({}); update_engine checks every 3 s",
+                o.url()
+            ));
+        }
+        (None, _) => {
+            for m in &mut machines {
+                if let Some(stdin) = m.stdin.as_mut() {
+                    writeln!(stdin, "publish stable {to}")
+                        .with_context(|| format!("publishing on {}'s remote", m.name))?;
+                }
+            }
+            ui.say(&format!(
+                "published Fedora CoreOS {to} on the stable stream; the agents check every 2 s"
+            ));
+        }
+    }
+    let published = Instant::now();
+    let header = format!(
+        "drydock demo: {} → {to} on {} nodes ({} workers, 1 control-plane); Ctrl-C stops and cleans up",
+        from,
+        names.len(),
+        opts.workers
+    );
+
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let makespan = loop {
+        tokio::select! {
+            line = boot_rx.recv() => {
+                let Some((i, line)) = line else { bail!("every simulated host exited") };
+                let boot = parse_boot(&line)?;
+                let m = &mut machines[i];
+                if boot > m.boots {
+                    // The agent is a process of the host: a reboot ends it, the boot starts it.
+                    if let Some(mut a) = m.agent.take() {
+                        a.stop();
+                    }
+                    m.boots = boot;
+                    m.agent = Some(start_agent(bins, m, &kubeconfig, &logs)?);
+                }
+            }
+            _ = tick.tick() => {
+                for (i, op) in operators.iter_mut().enumerate() {
+                    if let Some(how) = op.exited() {
+                        bail!("drydock-operator-{i} exited ({how}); its log: {}", op.log.display());
+                    }
+                }
+                let live = cluster.read().await?;
+                let now = jiff::Timestamp::now();
+                let plan = drydock_core::plan(&live.snapshot, &live.policy, now);
+                let s = status::build(&live.snapshot, &live.policy, &plan, now, live.policy_warning);
+                ui.show(&s, &header);
+                if all_updated(&live.snapshot, to) && s.nodes.iter().all(|n| n.done) {
+                    break published.elapsed();
+                }
+                if published.elapsed() > opts.timeout {
+                    let waiting: Vec<String> = s
+                        .nodes
+                        .iter()
+                        .filter(|n| !n.done)
+                        .map(|n| format!("{} {} ({})", n.name, n.phase,
+                            n.waiting.as_ref().map(|w| w.1.as_str()).unwrap_or("-")))
+                        .collect();
+                    bail!("the rollout did not finish within {:?}: {}", opts.timeout, waiting.join("; "));
+                }
+            }
+        }
+    };
+    drop(watchers);
+
+    let (accepted, refused) = evictions(&http, &metrics_urls).await?;
+    let live = cluster.read().await?;
+    let updated = live
+        .snapshot
+        .nodes()
+        .iter()
+        .filter(|n| booted(n) == Some(to.to_string()))
+        .count();
+    let obs = observed
+        .lock()
+        .map_err(|_| anyhow!("the observer's lock is poisoned"))?;
+    let mut limits: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for (pool, limit) in pool_of.values() {
+        let e = limits.entry(pool.clone()).or_insert((0, *limit));
+        e.0 += 1;
+    }
+    let pools: Vec<serde_json::Value> = limits
+        .iter()
+        .map(|(p, (size, limit))| {
+            json!({"name": p, "nodes": size, "max_unavailable": limit,
+                "peak_unavailable": obs.peak.get(p).copied().unwrap_or(0)})
+        })
+        .collect();
+    let reboots: u32 = machines.iter().map(|m| m.boots.saturating_sub(1)).sum();
+    let twice: Vec<&str> = machines
+        .iter()
+        .filter(|m| m.boots > 2)
+        .map(|m| m.name.as_str())
+        .collect();
+    let over_limit = limits
+        .iter()
+        .any(|(p, (_, limit))| obs.peak.get(p).copied().unwrap_or(0) > *limit);
+    let passed =
+        updated == names.len() && !over_limit && obs.violations.is_empty() && twice.is_empty();
+    let summary = json!({
+        "os": opts.os.name(),
+        "from": from,
+        "to": to,
+        "nodes": names.len(),
+        "updated": updated,
+        "makespan_seconds": (makespan.as_secs_f64() * 10.0).round() / 10.0,
+        "pools": pools,
+        "evictions_accepted": accepted,
+        "evictions_refused": refused,
+        "pdb_violations": obs.violations.len(),
+        "pdb_violation_details": obs.violations,
+        "pdb_status_updates_seen": obs.pdb_updates,
+        "reboots": reboots,
+        "rebooted_more_than_once": twice,
+        "passed": passed,
+    });
+    drop(obs);
+    print_summary(&summary);
+    if let Some(path) = &opts.summary {
+        std::fs::write(path, format!("{summary:#}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    // Stop the fleet before the control plane: agents, operators, hosts, buses.
+    for m in &mut machines {
+        if let Some(mut a) = m.agent.take() {
+            a.stop();
+        }
+    }
+    drop(operators);
+    drop(machines);
+    drop(env);
+    Ok(Summary { passed })
+}
+
+/// Aborts the observer's tasks when dropped (also on an early return or Ctrl-C).
+struct Watchers(Vec<JoinHandle<()>>);
+
+impl Drop for Watchers {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_machine(
+    bins: &Bins,
+    os: DemoOs,
+    name: &str,
+    version: &str,
+    omaha: Option<String>,
+    work: &Path,
+    index: usize,
+    boots: mpsc::UnboundedSender<(usize, String)>,
+) -> anyhow::Result<Machine> {
+    let bus = PrivateBus::start().with_context(|| format!("starting {name}'s dbus-daemon"))?;
+    let root = work.join("hosts").join(name);
+    let mut args = vec![
+        "host".to_string(),
+        "--bus".into(),
+        bus.address().into(),
+        "--os".into(),
+        os.name().into(),
+        "--version".into(),
+        version.into(),
+        "--root".into(),
+        root.display().to_string(),
+        "--machine-id".into(),
+        drydock_testenv::machine_id(name),
+        "--step-ms".into(),
+        "100".into(),
+        "--reboot-ms".into(),
+        "3000".into(),
+    ];
+    if let Some(url) = omaha {
+        args.extend(["--omaha".into(), url, "--check-ms".into(), "3000".into()]);
+    }
+    let mut host = start_piped_process(
+        &format!("host-{name}"),
+        &bins.sim,
+        &args,
+        &work.join("logs"),
+    )
+    .with_context(|| format!("starting {name}'s simulated host"))?;
+    let stdout = host
+        .take_stdout()
+        .ok_or_else(|| anyhow!("{name}'s host has no stdout"))?;
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if boots.send((index, line)).is_err() {
+                return;
+            }
+        }
+    });
+    let stdin = host.take_stdin();
+    Ok(Machine {
+        name: name.to_string(),
+        bus,
+        root,
+        host,
+        agent: None,
+        stdin,
+        boots: 0,
+    })
+}
+
+fn start_agent(
+    bins: &Bins,
+    m: &mut Machine,
+    kubeconfig: &Path,
+    logs: &Path,
+) -> anyhow::Result<Component> {
+    if let Some(how) = m.host.exited() {
+        bail!(
+            "{}'s simulated host exited ({how}); its log: {}",
+            m.name,
+            m.host.log.display()
+        );
+    }
+    let args = vec![
+        "--node-name".to_string(),
+        m.name.clone(),
+        "--kubeconfig".into(),
+        kubeconfig.display().to_string(),
+        "--bus-address".into(),
+        m.bus.address().into(),
+        "--host-root".into(),
+        m.root.display().to_string(),
+        "--check-interval".into(),
+        "2s".into(),
+        "--log-format".into(),
+        "json".into(),
+    ];
+    start_process(
+        &format!("agent-{}-boot{}", m.name, m.boots),
+        &bins.agent,
+        &args,
+        logs,
+    )
+    .with_context(|| format!("starting {}'s drydock-agent", m.name))
+}
+
+fn parse_boot(line: &str) -> anyhow::Result<u32> {
+    let v: serde_json::Value = serde_json::from_str(line)
+        .with_context(|| format!("a simulated host printed {line:?}, not a boot line"))?;
+    v["boot"]
+        .as_u64()
+        .and_then(|b| u32::try_from(b).ok())
+        .ok_or_else(|| anyhow!("a simulated host's boot line {line:?} has no boot number"))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr().context("finding a free port")?.port())
+}
+
+fn deployment(name: &str, replicas: u32) -> serde_json::Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": APPS},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"terminationGracePeriodSeconds": 1,
+                    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                        "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app": name}}}],
+                    "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}}}})
+}
+
+fn pdb(name: &str, spec: serde_json::Value) -> serde_json::Value {
+    let mut s = spec;
+    s["selector"] = json!({"matchLabels": {"app": name}});
+    json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": name, "namespace": APPS}, "spec": s})
+}
+
+async fn apply(client: &kube::Client, doc: &serde_json::Value) -> anyhow::Result<()> {
+    let kind = doc["kind"].as_str().unwrap_or_default();
+    let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+    let ar = match kind {
+        "Deployment" => {
+            kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&())
+        }
+        _ => kube::api::ApiResource::erase::<PodDisruptionBudget>(&()),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), APPS, &ar);
+    api.patch(
+        name,
+        &PatchParams::apply("drydockctl-demo").force(),
+        &Patch::Apply(doc),
+    )
+    .await
+    .with_context(|| format!("creating {kind} {APPS}/{name}"))?;
+    Ok(())
+}
+
+async fn wait_pods_ready(env: &mut TestEnv, count: usize) -> anyhow::Result<()> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(env.client(), APPS);
+    env.wait_for(
+        &format!("{count} pods Ready in {APPS}"),
+        Duration::from_secs(120),
+        move || {
+            let pods = pods.clone();
+            async move {
+                let list = pods.list(&ListParams::default()).await?;
+                let ready = list
+                    .items
+                    .iter()
+                    .filter_map(|p| drydock_core::k8s::pod(p).ok())
+                    .filter(|p| p.ready)
+                    .count();
+                Ok(ready == count && list.items.len() == count)
+            }
+        },
+    )
+    .await
+    .context("waiting for the workloads")
+}
+
+/// Waits until one replica reports `drydock_leader 1`.
+async fn wait_leader(
+    http: &reqwest::Client,
+    urls: &[String],
+    operators: &mut [Component],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for (i, op) in operators.iter_mut().enumerate() {
+            if let Some(how) = op.exited() {
+                bail!(
+                    "drydock-operator-{i} exited ({how}); its log: {}",
+                    op.log.display()
+                );
+            }
+        }
+        for u in urls {
+            if let Ok(text) = scrape(http, u).await
+                && text.lines().any(|l| l == "drydock_leader 1")
+            {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no drydock-operator replica became leader within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn scrape(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+    let r = http.get(url).send().await?.error_for_status()?;
+    Ok(r.text().await?)
+}
+
+/// Evictions (accepted, refused by a budget) summed over both replicas.
+async fn evictions(http: &reqwest::Client, urls: &[String]) -> anyhow::Result<(u64, u64)> {
+    let (mut accepted, mut refused) = (0, 0);
+    for u in urls {
+        let text = scrape(http, u)
+            .await
+            .with_context(|| format!("reading the operator's metrics at {u}"))?;
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("drydock_evictions_total{") else {
+                continue;
+            };
+            let value: u64 = rest
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .map(|v| v as u64)
+                .unwrap_or(0);
+            if rest.contains("outcome=\"accepted\"") {
+                accepted += value;
+            } else if rest.contains("outcome=\"blocked\"") {
+                refused += value;
+            }
+        }
+    }
+    Ok((accepted, refused))
+}
+
+fn booted(n: &drydock_core::snapshot::NodeSnapshot) -> Option<String> {
+    let (state, _) = parse_node_state(&n.labels, &n.annotations);
+    state.agent.booted_version.map(|v| v.to_string())
+}
+
+fn all_updated(s: &drydock_core::snapshot::Snapshot, to: &str) -> bool {
+    s.nodes()
+        .iter()
+        .all(|n| booted(n).as_deref() == Some(to) && !n.unschedulable)
+}
+
+async fn wait_reported(
+    cluster: &live::Cluster,
+    names: &[String],
+    from: &str,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let live = cluster.read().await?;
+        let reported = live
+            .snapshot
+            .nodes()
+            .iter()
+            .filter(|n| booted(n).as_deref() == Some(from))
+            .count();
+        if reported == names.len() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {reported} of {} agents reported {from} within 60 s",
+                names.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Whether the observer counts a node unavailable: cordoned, NotReady, or disrupted.
+fn unavailable(n: &Node) -> bool {
+    let Ok(s) = drydock_core::k8s::node(n) else {
+        return false;
+    };
+    let (state, _) = parse_node_state(&s.labels, &s.annotations);
+    s.unschedulable || !s.ready || state.operator.phase.is_some_and(Phase::is_disrupting)
+}
+
+fn watch_nodes(
+    client: kube::Client,
+    pool_of: HashMap<String, (String, usize)>,
+    observed: Arc<Mutex<Observed>>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let api: Api<Node> = Api::all(client);
+        let mut down: HashMap<String, bool> = HashMap::new();
+        let mut stream = std::pin::pin!(
+            watcher(api, watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+        );
+        while let Some(ev) = futures_util::StreamExt::next(&mut stream).await {
+            let Ok(n) = ev else { continue };
+            let Some(name) = n.metadata.name.clone() else {
+                continue;
+            };
+            down.insert(name, unavailable(&n));
+            let mut per_pool: BTreeMap<&str, usize> = BTreeMap::new();
+            for (node, is_down) in &down {
+                if let (true, Some((pool, _))) = (*is_down, pool_of.get(node)) {
+                    *per_pool.entry(pool.as_str()).or_default() += 1;
+                }
+            }
+            if let Ok(mut o) = observed.lock() {
+                for (pool, count) in per_pool {
+                    let peak = o.peak.entry(pool.to_string()).or_default();
+                    *peak = (*peak).max(count);
+                }
+            }
+        }
+    })
+}
+
+fn watch_budgets(client: kube::Client, observed: Arc<Mutex<Observed>>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let api: Api<PodDisruptionBudget> = Api::namespaced(client, APPS);
+        let mut stream = std::pin::pin!(
+            watcher(api, watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+        );
+        while let Some(ev) = futures_util::StreamExt::next(&mut stream).await {
+            let Ok(b) = ev else { continue };
+            let Some(st) = b.status.as_ref() else {
+                continue;
+            };
+            let current =
+                st.observed_generation.is_some() && st.observed_generation == b.metadata.generation;
+            if let Ok(mut o) = observed.lock() {
+                o.pdb_updates += 1;
+                let (healthy, desired) = (
+                    st.current_healthy.unwrap_or(0),
+                    st.desired_healthy.unwrap_or(0),
+                );
+                if current && healthy < desired {
+                    o.violations.push(format!(
+                        "{}: {} healthy pods, {} required",
+                        b.metadata.name.as_deref().unwrap_or("?"),
+                        healthy,
+                        desired
+                    ));
+                }
+            }
+        }
+    })
+}
+
+fn print_summary(s: &serde_json::Value) {
+    let pools = s["pools"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    format!(
+                        "{} {} of {} (limit {})",
+                        p["name"].as_str().unwrap_or("?"),
+                        p["peak_unavailable"],
+                        p["nodes"],
+                        p["max_unavailable"]
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    println!();
+    println!(
+        "drydock demo summary ({} {} → {})",
+        s["os"].as_str().unwrap_or("?"),
+        s["from"].as_str().unwrap_or("?"),
+        s["to"].as_str().unwrap_or("?")
+    );
+    println!(
+        "  makespan             {:.1} s (release published → last node verified and uncordoned)",
+        s["makespan_seconds"].as_f64().unwrap_or(0.0)
+    );
+    println!("  nodes updated        {}/{}", s["updated"], s["nodes"]);
+    println!("  most unavailable     {pools}");
+    println!(
+        "  evictions            {} accepted, {} refused by PodDisruptionBudgets (retried)",
+        s["evictions_accepted"], s["evictions_refused"]
+    );
+    println!(
+        "  PDB violations       {} (from {} budget status updates watched)",
+        s["pdb_violations"], s["pdb_status_updates_seen"]
+    );
+    println!(
+        "  reboots              {} (rebooted twice: {})",
+        s["reboots"],
+        s["rebooted_more_than_once"]
+            .as_array()
+            .filter(|a| !a.is_empty())
+            .map(|a| a
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_else(|| "none".into())
+    );
+    println!(
+        "  result               {}",
+        if s["passed"] == true {
+            "PASSED"
+        } else {
+            "FAILED"
+        }
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_policy_is_valid_and_has_both_pools() {
+        let p = Policy::from_yaml(POLICY).expect("valid");
+        assert_eq!(p.pool("workers").map(|w| w.canary), Some(1));
+        assert!(p.pool("control-plane").is_some());
+    }
+
+    #[test]
+    fn boot_lines_are_read_and_garbage_is_named() {
+        assert_eq!(
+            parse_boot(r#"{"boot":2,"slot":"b","version":"4230.0.0","rolled_back":false}"#)
+                .expect("boot"),
+            2
+        );
+        let e = parse_boot("hello").expect_err("not JSON");
+        assert!(e.to_string().contains("\"hello\""), "{e}");
+        let e = parse_boot(r#"{"slot":"a"}"#).expect_err("no number");
+        assert!(e.to_string().contains("no boot number"), "{e}");
+    }
+}

@@ -1,0 +1,204 @@
+//! `drydockctl demo` end to end: the real binary brings up the control plane, simulated
+//! hosts, agents and two operators, rolls the fleet and reports; its summary is checked
+//! here, and after it (or after Ctrl-C) no process it started may be left.
+//!
+//! Every process the demo starts inherits a marker in its environment, so the tests find
+//! leftovers by reading `/proc/*/environ`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TAG: &str = "DRYDOCK_DEMO_TEST_TAG";
+
+fn demo_command(tag: &str, args: &[&str]) -> Command {
+    let bin = Path::new(env!("CARGO_BIN_EXE_drydockctl"));
+    let dir = bin.parent().expect("target dir");
+    for b in ["drydock-agent", "drydock-operator", "drydock-sim"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{b} is not built in {}: run the suite with `cargo test --workspace` (tests/run.sh), which builds every binary",
+            dir.display()
+        );
+    }
+    assert!(
+        std::env::var_os("DRYDOCK_CLUSTER_BIN").is_some(),
+        "DRYDOCK_CLUSTER_BIN is not set: run tests/run.sh, or export DRYDOCK_CLUSTER_BIN=$(tests/cluster/build.sh | tail -n 1)"
+    );
+    let mut cmd = Command::new(bin);
+    cmd.arg("demo").args(args).env(TAG, tag);
+    cmd
+}
+
+/// PIDs of live processes whose environment carries `tag`.
+fn tagged(tag: &str) -> Vec<u32> {
+    let needle = format!("{TAG}={tag}");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc") {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        // A zombie has an empty environ; a live process with the marker is a leftover.
+        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn unique_tag(name: &str) -> String {
+    format!("{name}-{}-{:?}", std::process::id(), Instant::now())
+}
+
+fn run_to_summary(tag: &str, args: &[&str]) -> (serde_json::Value, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let summary = dir.path().join("summary.json");
+    let out = demo_command(tag, args)
+        .arg("--summary")
+        .arg(&summary)
+        .output()
+        .expect("drydockctl demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "demo failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).expect("summary written"))
+            .expect("summary is JSON");
+    (json, stdout)
+}
+
+fn check_summary(s: &serde_json::Value, nodes: u64, from: &str, to: &str) {
+    assert_eq!(s["from"], from, "{s:#}");
+    assert_eq!(s["to"], to, "{s:#}");
+    assert_eq!(s["nodes"], nodes, "{s:#}");
+    assert_eq!(
+        s["updated"], nodes,
+        "every node runs the new version: {s:#}"
+    );
+    assert_eq!(s["reboots"], nodes, "one reboot per node: {s:#}");
+    assert_eq!(s["rebooted_more_than_once"], serde_json::json!([]), "{s:#}");
+    assert_eq!(s["pdb_violations"], 0, "{s:#}");
+    assert!(
+        s["pdb_status_updates_seen"].as_u64().expect("count") > 0,
+        "the budget watcher saw budgets change: {s:#}"
+    );
+    assert!(
+        s["evictions_accepted"].as_u64().expect("count") > 0,
+        "drains evicted pods: {s:#}"
+    );
+    let makespan = s["makespan_seconds"].as_f64().expect("makespan");
+    assert!(makespan > 0.0, "{s:#}");
+    let pools = s["pools"].as_array().expect("pools");
+    let names: Vec<&str> = pools.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["control-plane", "workers"], "{s:#}");
+    for p in pools {
+        let (peak, limit) = (
+            p["peak_unavailable"].as_u64().expect("peak"),
+            p["max_unavailable"].as_u64().expect("limit"),
+        );
+        assert!(peak >= 1, "the observer saw the pool's nodes go: {p}");
+        assert!(peak <= limit, "never over the limit: {p}");
+    }
+    assert_eq!(s["passed"], true, "{s:#}");
+}
+
+#[test]
+fn flatcar_demo_rolls_every_node_within_limits_and_leaves_nothing() {
+    let tag = unique_tag("flatcar");
+    let (s, stdout) = run_to_summary(&tag, &["--nodes", "3"]);
+    check_summary(&s, 4, "4081.2.0", "4230.0.0");
+    for line in [
+        "published Flatcar 4230.0.0 on the fake Omaha server",
+        "2 drydock-operator replicas running, one leads",
+        "nodes updated        4/4",
+        "PDB violations       0",
+        "result               PASSED",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
+    assert_eq!(tagged(&tag), Vec::<u32>::new(), "processes left behind");
+}
+
+#[test]
+fn fcos_demo_rolls_every_node() {
+    let tag = unique_tag("fcos");
+    let (s, stdout) = run_to_summary(&tag, &["--nodes", "2", "--os", "fcos"]);
+    check_summary(&s, 3, "41.20241109.3.0", "41.20241122.3.0");
+    assert!(
+        stdout.contains("published Fedora CoreOS 41.20241122.3.0 on the stable stream"),
+        "{stdout}"
+    );
+    assert_eq!(tagged(&tag), Vec::<u32>::new(), "processes left behind");
+}
+
+#[test]
+fn ctrl_c_mid_rollout_stops_everything_it_started() {
+    let tag = unique_tag("ctrl-c");
+    let mut child = demo_command(&tag, &["--nodes", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("demo starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    // Read until a node is in the middle of its update.
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        seen.push(line.clone());
+        if line.contains("=Draining") || line.contains("=Rebooting") {
+            break;
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("=Draining") || l.contains("=Rebooting")),
+        "the rollout never started:\n{}",
+        seen.join("\n")
+    );
+    let running = tagged(&tag);
+    // drydockctl, 5 control-plane processes, and per node a bus, a host and an agent,
+    // and 2 operators.
+    assert!(
+        running.len() >= 1 + 5 + 3 * 3 + 2,
+        "expected the whole demo running, found {} processes",
+        running.len()
+    );
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not stop within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert_eq!(exit.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted; everything it started is stopped"),
+        "{err}"
+    );
+    assert_eq!(tagged(&tag), Vec::<u32>::new(), "processes left behind");
+}
