@@ -10,6 +10,8 @@
 //! combines them into a [`planner::Plan`].
 
 pub mod agent;
+pub mod channel;
+pub mod download;
 pub mod duration;
 #[cfg(feature = "k8s")]
 pub mod k8s;

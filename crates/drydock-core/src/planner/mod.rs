@@ -361,7 +361,7 @@ impl Plan {
 }
 
 /// FNV-1a, 64 bit: a stable hash (std's hashers are randomised or may change).
-fn fnv1a(parts: &[&str]) -> u64 {
+pub(crate) fn fnv1a(parts: &[&str]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for p in parts {
         for b in p.bytes().chain(std::iter::once(0)) {
