@@ -314,6 +314,10 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
         DemoOs::Fcos => None,
     };
 
+    // Flatcar hosts ask the operators' Omaha proxy, which asks the fake upstream: the
+    // pool's pin and the rollout order decide when each node downloads.
+    let ports = [free_port()?, free_port()?];
+    let proxy_url = format!("http://127.0.0.1:{}/v1/update/", ports[0]);
     let kubeconfig = env.kubeconfig().to_path_buf();
     let (boot_tx, mut boot_rx) = mpsc::unbounded_channel::<(usize, String)>();
     let mut machines = Vec::new();
@@ -323,7 +327,7 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
             opts.os,
             name,
             from,
-            omaha.as_ref().map(OmahaServer::url),
+            omaha.as_ref().map(|_| proxy_url.clone()),
             work,
             i,
             boot_tx.clone(),
@@ -375,9 +379,8 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
 
     let mut operators = Vec::new();
     let mut metrics_urls = Vec::new();
-    for i in 0..2 {
-        let port = free_port()?;
-        let args = vec![
+    for (i, port) in ports.into_iter().enumerate() {
+        let mut args = vec![
             "--kubeconfig".to_string(),
             kubeconfig.display().to_string(),
             "--namespace".into(),
@@ -396,7 +399,13 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
             "1s".into(),
             "--log-format".into(),
             "json".into(),
+            "--omaha-upstream".into(),
         ];
+        args.push(
+            omaha
+                .as_ref()
+                .map_or_else(|| "none".to_string(), OmahaServer::url),
+        );
         operators.push(
             start_process(&format!("operator-{i}"), &bins.operator, &args, &logs)
                 .context("starting drydock-operator")?,
@@ -454,7 +463,7 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
         (Some(o), _) => {
             o.set_release("stable", to);
             ui.say(&format!(
-                "published Flatcar {to} on the fake Omaha server ({}); update_engine checks every 3 s",
+                "published Flatcar {to} on the fake Omaha server ({}); update_engine checks every 3 s through drydock's Omaha proxy ({proxy_url})",
                 o.url()
             ));
         }
@@ -523,7 +532,7 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
     };
     drop(watchers);
 
-    let (accepted, refused) = evictions(&http, &metrics_urls).await?;
+    let counts = operator_counts(&http, &metrics_urls).await?;
     let live = cluster.read().await?;
     let updated = live
         .snapshot
@@ -565,8 +574,10 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
         "updated": updated,
         "makespan_seconds": (makespan.as_secs_f64() * 10.0).round() / 10.0,
         "pools": pools,
-        "evictions_accepted": accepted,
-        "evictions_refused": refused,
+        "evictions_accepted": counts.evictions_accepted,
+        "evictions_refused": counts.evictions_refused,
+        "omaha_offers_passed": counts.offers_passed,
+        "omaha_offers_withheld": counts.offers_withheld,
         "pdb_violations": obs.violations.len(),
         "pdb_violation_details": obs.violations,
         "pdb_status_updates_seen": obs.pdb_updates,
@@ -812,31 +823,48 @@ async fn scrape(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
     Ok(r.text().await?)
 }
 
-/// Evictions (accepted, refused by a budget) summed over both replicas.
-async fn evictions(http: &reqwest::Client, urls: &[String]) -> anyhow::Result<(u64, u64)> {
-    let (mut accepted, mut refused) = (0, 0);
+/// Counters summed over both replicas.
+#[derive(Debug, Default)]
+struct OperatorCounts {
+    evictions_accepted: u64,
+    evictions_refused: u64,
+    offers_passed: u64,
+    offers_withheld: u64,
+}
+
+/// Reads both replicas' `/metrics`.
+async fn operator_counts(
+    http: &reqwest::Client,
+    urls: &[String],
+) -> anyhow::Result<OperatorCounts> {
+    let mut c = OperatorCounts::default();
     for u in urls {
         let text = scrape(http, u)
             .await
             .with_context(|| format!("reading the operator's metrics at {u}"))?;
         for line in text.lines() {
-            let Some(rest) = line.strip_prefix("drydock_evictions_total{") else {
-                continue;
-            };
-            let value: u64 = rest
+            let value: u64 = line
                 .rsplit(' ')
                 .next()
                 .and_then(|v| v.parse::<f64>().ok())
                 .map(|v| v as u64)
                 .unwrap_or(0);
-            if rest.contains("outcome=\"accepted\"") {
-                accepted += value;
-            } else if rest.contains("outcome=\"blocked\"") {
-                refused += value;
+            if let Some(rest) = line.strip_prefix("drydock_evictions_total{") {
+                if rest.contains("outcome=\"accepted\"") {
+                    c.evictions_accepted += value;
+                } else if rest.contains("outcome=\"blocked\"") {
+                    c.evictions_refused += value;
+                }
+            } else if let Some(rest) = line.strip_prefix("drydock_omaha_requests_total{") {
+                if rest.starts_with("outcome=\"offered\"") {
+                    c.offers_passed += value;
+                } else if rest.starts_with("outcome=\"withheld-") {
+                    c.offers_withheld += value;
+                }
             }
         }
     }
-    Ok((accepted, refused))
+    Ok(c)
 }
 
 fn booted(n: &drydock_core::snapshot::NodeSnapshot) -> Option<String> {
@@ -990,6 +1018,12 @@ fn print_summary(s: &serde_json::Value) {
         "  evictions            {} accepted, {} refused by PodDisruptionBudgets (retried)",
         s["evictions_accepted"], s["evictions_refused"]
     );
+    if s["os"] == "flatcar" {
+        println!(
+            "  update checks        {} offers passed on, {} withheld until the rollout reached the node",
+            s["omaha_offers_passed"], s["omaha_offers_withheld"]
+        );
+    }
     println!(
         "  PDB violations       {} (from {} budget status updates watched)",
         s["pdb_violations"], s["pdb_status_updates_seen"]

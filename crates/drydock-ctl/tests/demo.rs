@@ -120,6 +120,16 @@ fn flatcar_demo_rolls_every_node_within_limits_and_leaves_nothing() {
     let tag = unique_tag("flatcar");
     let (s, stdout) = run_to_summary(&tag, &["--nodes", "3"]);
     check_summary(&s, 4, "4081.2.0", "4230.0.0");
+    // Every node downloaded through drydock's Omaha proxy, some only once the rollout
+    // reached them.
+    assert!(
+        s["omaha_offers_passed"].as_u64().expect("count") >= 4,
+        "{s:#}"
+    );
+    assert!(
+        s["omaha_offers_withheld"].as_u64().expect("count") >= 1,
+        "{s:#}"
+    );
     for line in [
         "published Flatcar 4230.0.0 on the fake Omaha server",
         "2 drydock-operator replicas running, one leads",

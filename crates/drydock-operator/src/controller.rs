@@ -13,10 +13,11 @@
 //! writes the same thing, and nothing lives only in memory except the `Retry-After`
 //! deadlines, which a new leader simply does not know (it asks once more).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use drydock_core::channel::{self, ChannelDecision};
 use drydock_core::planner::{self, Action, PlannedAction, PodRef};
 use drydock_core::policy::{GracePeriod, Policy};
 use drydock_core::protocol::{NodeState, OperatorState, Phase, keys, parse_node_state};
@@ -375,6 +376,8 @@ impl Leader {
     pub async fn lead(self) {
         let mut retry_at: HashMap<String, Instant> = HashMap::new();
         let mut reported_config: Option<String> = None;
+        // Channel refusals already announced (one Event per node and channel asked for).
+        let mut refused: HashSet<(String, String)> = HashSet::new();
         let mut leading = self.leading.clone();
         info!("leading: planning and acting");
         loop {
@@ -382,7 +385,7 @@ impl Leader {
                 return;
             }
             self.report_config(&mut reported_config).await;
-            let (wake, draining) = match self.pass(&mut retry_at).await {
+            let (wake, draining) = match self.pass(&mut retry_at, &mut refused).await {
                 Ok(x) => x,
                 Err(ActError::NotLeading) => return,
                 Err(e) => {
@@ -415,6 +418,7 @@ impl Leader {
     async fn pass(
         &self,
         retry_at: &mut HashMap<String, Instant>,
+        refused: &mut HashSet<(String, String)>,
     ) -> Result<(Option<Instant>, bool), ActError> {
         let policy = self.fleet.policy.borrow().policy.clone();
         let nodes = self.fleet.nodes.state();
@@ -505,12 +509,48 @@ impl Leader {
                 continue;
             };
             let state = node_state(node);
-            if let Some(next) = transition::while_waiting(&state, w, now) {
+            let mut next = transition::while_waiting(&state, w, now);
+            let mut channel_set = None;
+            // The pool's channel, carried to the node (only while no action is under way,
+            // so this write never races an action's).
+            if let Some(snap) = snapshot.node_index(&w.node).map(|i| &snapshot.nodes()[i]) {
+                match channel::decide(&policy, snap) {
+                    ChannelDecision::Keep => {}
+                    ChannelDecision::Set(ch) => {
+                        let n = next.get_or_insert_with(|| state.operator.clone());
+                        n.desired_channel = Some(ch.clone());
+                        channel_set = Some(ch);
+                    }
+                    ChannelDecision::Refused { to, message, .. } => {
+                        if refused.insert((w.node.clone(), to)) {
+                            warn!(node = %w.node, reason = %message, "channel change refused");
+                            self.metrics.channel("refused");
+                            self.event(node, Severity::Warning, "ChannelChangeRefused", message)
+                                .await;
+                        }
+                    }
+                }
+            }
+            if let Some(next) = next {
                 if next.reason_code != state.operator.reason_code {
                     debug!(node = %w.node, code = %w.reason.code, reason = %w.reason.message, "waiting");
                 }
                 match self.write(&w.node, &next).await {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        if let Some(ch) = channel_set {
+                            info!(node = %w.node, channel = %ch, "set the node's channel");
+                            self.metrics.channel("set");
+                            self.event(
+                                node,
+                                Severity::Normal,
+                                "ChannelSet",
+                                format!(
+                                    "the pool's channel is {ch}; the agent switches the node to it"
+                                ),
+                            )
+                            .await;
+                        }
+                    }
                     Err(ActError::NotLeading) => return Err(ActError::NotLeading),
                     Err(e) => warn!(node = %w.node, error = %e, "cannot record why the node waits"),
                 }

@@ -11,6 +11,7 @@ pub mod controller;
 pub mod drain;
 pub mod leader;
 pub mod metrics;
+pub mod omaha_proxy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct Config {
     pub listen: Option<SocketAddr>,
     /// Re-plan this often while a drain waits for pods.
     pub drain_poll: Duration,
+    /// Serve the Omaha proxy at `/v1/update/` on `listen`, asking this upstream.
+    pub omaha: Option<omaha_proxy::ProxyConfig>,
 }
 
 /// Why the operator stopped.
@@ -48,6 +51,9 @@ pub enum OperatorError {
     /// The HTTP listener could not be opened.
     #[error("listening on {0}: {1}")]
     Listen(SocketAddr, #[source] std::io::Error),
+    /// The Omaha proxy's HTTP client could not be built.
+    #[error("the Omaha proxy's HTTP client: {0}")]
+    Http(#[source] reqwest::Error),
     /// A watch ended (it should run forever).
     #[error("the {0} watch ended")]
     WatchEnded(&'static str),
@@ -59,9 +65,23 @@ struct HttpState {
     ready: Arc<AtomicBool>,
 }
 
-async fn serve_http(listener: tokio::net::TcpListener, state: HttpState) {
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    proxy: Option<omaha_proxy::Proxy>,
+) {
     use axum::http::StatusCode;
-    use axum::routing::get;
+    use axum::routing::{get, post};
+    let omaha = match proxy {
+        Some(p) => axum::Router::new()
+            .route("/v1/update/", post(omaha_proxy::update))
+            .route("/v1/update", post(omaha_proxy::update))
+            .layer(axum::extract::DefaultBodyLimit::max(
+                drydock_core::omaha::MAX_REQUEST_BYTES,
+            ))
+            .with_state(p),
+        None => axum::Router::new(),
+    };
     let app = axum::Router::new()
         .route(
             "/metrics",
@@ -90,7 +110,8 @@ async fn serve_http(listener: tokio::net::TcpListener, state: HttpState) {
                 },
             ),
         )
-        .with_state(state);
+        .with_state(state)
+        .merge(omaha);
     if let Err(e) = axum::serve(listener, app).await {
         warn!(error = %e, "the HTTP server stopped");
     }
@@ -103,10 +124,21 @@ pub async fn run(cfg: Config) -> Result<(), OperatorError> {
     // Everything spawned here stops when this future ends or is dropped.
     let mut guards: Vec<AbortOnDrop> = Vec::new();
     let ready = Arc::new(AtomicBool::new(false));
+    let (fleet, watches) = watch_fleet(&cfg.client, &cfg.namespace, &cfg.config_map);
     if let Some(addr) = cfg.listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| OperatorError::Listen(addr, e))?;
+        let proxy = match &cfg.omaha {
+            Some(o) => {
+                info!(%addr, upstream = %o.upstream, "serving the Omaha proxy at /v1/update/");
+                Some(
+                    omaha_proxy::Proxy::new(o, fleet.clone(), metrics.clone())
+                        .map_err(OperatorError::Http)?,
+                )
+            }
+            None => None,
+        };
         info!(%addr, "serving /metrics, /healthz, /readyz");
         let http = tokio::spawn(serve_http(
             listener,
@@ -114,10 +146,10 @@ pub async fn run(cfg: Config) -> Result<(), OperatorError> {
                 metrics: metrics.clone(),
                 ready: ready.clone(),
             },
+            proxy,
         ));
         guards.push(AbortOnDrop(vec![http.abort_handle()]));
     }
-    let (fleet, watches) = watch_fleet(&cfg.client, &cfg.namespace, &cfg.config_map);
     let mut watch_tasks = tokio::task::JoinSet::new();
     for w in watches {
         watch_tasks.spawn(w);

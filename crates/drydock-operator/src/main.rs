@@ -20,6 +20,25 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     drydock_core::duration::parse_duration(s).map_err(|e| e.to_string())
 }
 
+fn parse_upstream(s: &str) -> Result<String, String> {
+    if s == "none" {
+        return Ok(s.into());
+    }
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .ok_or_else(|| format!("{s:?} is not an http:// or https:// URL (or `none`)"))?;
+    if rest.is_empty()
+        || rest.starts_with('/')
+        || s.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "{s:?} has no host, or has spaces or control characters"
+        ));
+    }
+    Ok(s.into())
+}
+
 /// drydock's operator.
 #[derive(Parser, Debug)]
 #[command(name = "drydock-operator", version)]
@@ -51,6 +70,13 @@ struct Args {
     /// Serve /metrics, /healthz and /readyz here.
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+    /// The Omaha server the proxy at /v1/update/ asks (Nebraska, or the public Flatcar
+    /// server); `none` turns the proxy off.
+    #[arg(long, default_value = drydock_operator::omaha_proxy::PUBLIC_FLATCAR, value_parser = parse_upstream)]
+    omaha_upstream: String,
+    /// How long one upstream Omaha request may take.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    omaha_timeout: Duration,
     /// A kubeconfig file; default: in-cluster configuration, then the usual kubeconfig.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
@@ -122,6 +148,12 @@ fn main() -> ExitCode {
             lease: lease.clone(),
             listen: Some(args.listen),
             drain_poll: args.drain_poll,
+            omaha: (args.omaha_upstream != "none").then(|| {
+                drydock_operator::omaha_proxy::ProxyConfig {
+                    upstream: args.omaha_upstream.clone(),
+                    timeout: args.omaha_timeout,
+                }
+            }),
         };
         tokio::select! {
             r = drydock_operator::run(cfg) => r.context("the operator stopped"),

@@ -64,6 +64,8 @@ struct Inner {
     config_ok: bool,
     leader: bool,
     write_errors: u64,
+    channels: BTreeMap<String, u64>,
+    omaha: BTreeMap<String, u64>,
 }
 
 /// The registry; cheap to update from the control loop.
@@ -111,6 +113,17 @@ impl Metrics {
     /// A planner pass took `d`.
     pub fn planned(&self, d: Duration) {
         self.with(|i| i.plan.observe(&PLAN_BUCKETS, d.as_secs_f64()));
+    }
+
+    /// A channel change was `set` on a node or `refused` (an older channel).
+    pub fn channel(&self, outcome: &'static str) {
+        self.with(|i| *i.channels.entry(outcome.to_string()).or_default() += 1);
+    }
+
+    /// An Omaha request through the proxy ended with `outcome` (`offered`, `noupdate`,
+    /// `withheld-<why>`, `upstream-<problem>`, `bad-request`, `events`).
+    pub fn omaha(&self, outcome: &str) {
+        self.with(|i| *i.omaha.entry(outcome.to_string()).or_default() += 1);
     }
 
     /// An action was applied.
@@ -217,6 +230,26 @@ impl Metrics {
             "# HELP drydock_api_write_errors_total Writes to the API server that failed.\n# TYPE drydock_api_write_errors_total counter\ndrydock_api_write_errors_total {}",
             i.write_errors
         );
+        let _ = writeln!(
+            o,
+            "# HELP drydock_channel_changes_total Pool channels carried to nodes (set) or refused as a move to an older channel.\n# TYPE drydock_channel_changes_total counter"
+        );
+        for (outcome, n) in &i.channels {
+            let _ = writeln!(
+                o,
+                "drydock_channel_changes_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP drydock_omaha_requests_total Omaha requests through the proxy by outcome (offered, noupdate, withheld-*, upstream-*, bad-request, events).\n# TYPE drydock_omaha_requests_total counter"
+        );
+        for (outcome, n) in &i.omaha {
+            let _ = writeln!(
+                o,
+                "drydock_omaha_requests_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
         o
     }
 }

@@ -3,6 +3,8 @@
 //! rejection).
 #![allow(dead_code)] // each suite uses its own subset
 
+pub mod machines;
+
 use std::time::Duration;
 
 use drydock_testenv::TestEnv;
