@@ -54,10 +54,17 @@ PY
 done
 
 # Name resolution in the static operator: it must find "api.drydock.test" in the
-# container's /etc/hosts and send its first requests to the server there.
+# container's /etc/hosts and send its first requests to the server there. `--no-hosts`
+# keeps buildah from mounting its own generated /etc/hosts, which otherwise wins over
+# ours in some runs.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 python3 -u -m http.server --bind 127.0.0.1 "$port" --directory "$work" >"$work/http.log" 2>&1 &
 server_pid=$!
+# The server must listen before the operator starts (its first request would be refused).
+for _ in $(seq 100); do
+  python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null && break
+  sleep 0.1
+done
 printf '127.0.0.1 localhost\n127.0.0.1 api.drydock.test\n' >"$work/hosts"
 cat >"$work/kubeconfig" <<KC
 apiVersion: v1
@@ -68,7 +75,7 @@ contexts: [{name: c, context: {cluster: c, user: u}}]
 current-context: c
 KC
 c=${containers[-1]}
-timeout 10 "${buildah[@]}" run --isolation chroot \
+timeout 10 "${buildah[@]}" run --isolation chroot --no-hosts \
   -v "$work/hosts:/etc/hosts:ro" -v "$work/kubeconfig:/kubeconfig:ro" "$c" -- \
   /drydock-operator --kubeconfig /kubeconfig --identity image-test --listen 127.0.0.1:0 \
   >"$work/operator.log" 2>&1 || true
