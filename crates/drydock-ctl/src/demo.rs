@@ -20,10 +20,10 @@ use drydock_core::Policy;
 use drydock_core::protocol::{Phase, parse_node_state};
 use drydock_sim::bus::PrivateBus;
 use drydock_sim::omaha::OmahaServer;
-use drydock_testenv::{Component, NodeSpec, TestEnv, start_piped_process, start_process};
+use drydock_testenv::{Component, NodeSpec, TestEnv, start_piped_process, start_process, workload};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -362,17 +362,21 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
     let replicas = workers.max(2);
     let workloads = [
         deployment("web", replicas),
-        pdb("web", json!({"maxUnavailable": 1})),
+        workload::pdb(APPS, "web", json!({"maxUnavailable": 1})),
         deployment("api", 3),
-        pdb("api", json!({"minAvailable": 2})),
+        workload::pdb(APPS, "api", json!({"minAvailable": 2})),
         deployment("cache", 2),
-        pdb("cache", json!({"minAvailable": 1})),
+        workload::pdb(APPS, "cache", json!({"minAvailable": 1})),
     ];
     for w in &workloads {
-        apply(&client, w).await?;
+        env.apply(w)
+            .await
+            .with_context(|| format!("creating {} {APPS}/{}", w["kind"], w["metadata"]["name"]))?;
     }
     let pods_expected = replicas as usize + 5;
-    wait_pods_ready(&mut env, pods_expected).await?;
+    env.wait_pods_ready(APPS, pods_expected, Duration::from_secs(120))
+        .await
+        .context("waiting for the workloads")?;
     ui.say(&format!(
         "workloads Ready in namespace {APPS}: web ×{replicas} (PDB maxUnavailable 1), api ×3 (minAvailable 2), cache ×2 (minAvailable 1)"
     ));
@@ -727,65 +731,13 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr().context("finding a free port")?.port())
 }
 
+/// A sample Deployment spread over the nodes (softly, so a drain can always reschedule).
 fn deployment(name: &str, replicas: u32) -> serde_json::Value {
-    json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": APPS},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}},
-                "spec": {"terminationGracePeriodSeconds": 1,
-                    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
-                        "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app": name}}}],
-                    "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}}}})
-}
-
-fn pdb(name: &str, spec: serde_json::Value) -> serde_json::Value {
-    let mut s = spec;
-    s["selector"] = json!({"matchLabels": {"app": name}});
-    json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": {"name": name, "namespace": APPS}, "spec": s})
-}
-
-async fn apply(client: &kube::Client, doc: &serde_json::Value) -> anyhow::Result<()> {
-    let kind = doc["kind"].as_str().unwrap_or_default();
-    let name = doc["metadata"]["name"].as_str().unwrap_or_default();
-    let ar = match kind {
-        "Deployment" => {
-            kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&())
-        }
-        _ => kube::api::ApiResource::erase::<PodDisruptionBudget>(&()),
-    };
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), APPS, &ar);
-    api.patch(
-        name,
-        &PatchParams::apply("drydockctl-demo").force(),
-        &Patch::Apply(doc),
-    )
-    .await
-    .with_context(|| format!("creating {kind} {APPS}/{name}"))?;
-    Ok(())
-}
-
-async fn wait_pods_ready(env: &mut TestEnv, count: usize) -> anyhow::Result<()> {
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(env.client(), APPS);
-    env.wait_for(
-        &format!("{count} pods Ready in {APPS}"),
-        Duration::from_secs(120),
-        move || {
-            let pods = pods.clone();
-            async move {
-                let list = pods.list(&ListParams::default()).await?;
-                let ready = list
-                    .items
-                    .iter()
-                    .filter_map(|p| drydock_core::k8s::pod(p).ok())
-                    .filter(|p| p.ready)
-                    .count();
-                Ok(ready == count && list.items.len() == count)
-            }
-        },
-    )
-    .await
-    .context("waiting for the workloads")
+    let mut d = workload::deployment(APPS, name, replicas);
+    d["spec"]["template"]["spec"]["topologySpreadConstraints"] = json!([{"maxSkew": 1,
+        "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": {"app": name}}}]);
+    d
 }
 
 /// Waits until one replica reports `drydock_leader 1`.

@@ -33,6 +33,21 @@ fn policy(extra: &str) -> String {
     )
 }
 
+/// A control plane with `n` Ready worker nodes `node-0`….
+async fn workers(n: usize) -> (TestEnv, Vec<String>) {
+    let mut env = TestEnv::start().await.expect("control plane");
+    let names = env
+        .add_ready_nodes(
+            "node",
+            n,
+            &[("node-role.kubernetes.io/worker", "")],
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("nodes");
+    (env, names)
+}
+
 fn free_addr() -> std::net::SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
     l.local_addr().expect("addr")
@@ -107,16 +122,7 @@ async fn booted(env: &TestEnv, name: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pin_holds_the_fleet_then_downloads_follow_the_rollout_and_channels_follow_the_pool() {
-    let mut env = TestEnv::start().await.expect("control plane");
-    let names = env
-        .add_ready_nodes(
-            "node",
-            3,
-            &[("node-role.kubernetes.io/worker", "")],
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("nodes");
+    let (mut env, names) = workers(3).await;
     setup(&env, &policy("    version: \"<4230\"\n")).await;
     let upstream = OmahaServer::start(
         "127.0.0.1:0".parse().expect("addr"),
@@ -342,16 +348,7 @@ async fn bad_upstream(status: u16, body: &'static str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_requests_and_a_broken_upstream_get_exact_answers() {
-    let mut env = TestEnv::start().await.expect("control plane");
-    let names = env
-        .add_ready_nodes(
-            "node",
-            1,
-            &[("node-role.kubernetes.io/worker", "")],
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("nodes");
+    let (env, names) = workers(1).await;
     setup(&env, &policy("")).await;
     let known = drydock_testenv::machine_id(&names[0]);
     let http = reqwest::Client::new();

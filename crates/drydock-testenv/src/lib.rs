@@ -11,6 +11,7 @@
 
 mod pki;
 mod process;
+pub mod workload;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -434,6 +435,76 @@ impl TestEnv {
         let names: Vec<String> = specs.into_iter().map(|s| s.name).collect();
         self.wait_nodes_ready(&names, timeout).await?;
         Ok(names)
+    }
+
+    /// Server-side applies a Deployment, StatefulSet or PodDisruptionBudget manifest (see
+    /// [`workload`]) in the namespace it names.
+    pub async fn apply(&self, doc: &serde_json::Value) -> Result<(), Error> {
+        use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+        let field = |path: &str| {
+            doc.pointer(path)
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| Error::Kubeconfig(format!("the manifest has no {path}")))
+        };
+        let (kind, name, ns) = (
+            field("/kind")?,
+            field("/metadata/name")?,
+            field("/metadata/namespace")?,
+        );
+        let ar = match kind {
+            "Deployment" => ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
+            "StatefulSet" => ApiResource::erase::<k8s_openapi::api::apps::v1::StatefulSet>(&()),
+            "PodDisruptionBudget" => {
+                ApiResource::erase::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(&())
+            }
+            other => {
+                return Err(Error::Kubeconfig(format!(
+                    "apply: unsupported kind {other} (Deployment, StatefulSet, PodDisruptionBudget)"
+                )));
+            }
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
+        api.patch(
+            name,
+            &PatchParams::apply("drydock-testenv").force(),
+            &Patch::Apply(doc),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Waits until `namespace` holds exactly `count` pods, all Running and Ready.
+    pub async fn wait_pods_ready(
+        &mut self,
+        namespace: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        self.wait_for(
+            &format!("{count} pods Ready in {namespace}"),
+            timeout,
+            move || {
+                let pods = pods.clone();
+                async move {
+                    let list = pods.list(&Default::default()).await?;
+                    let ready = list
+                        .items
+                        .iter()
+                        .filter(|p| {
+                            p.status
+                                .as_ref()
+                                .and_then(|s| s.conditions.as_ref())
+                                .is_some_and(|cs| {
+                                    cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                                })
+                        })
+                        .count();
+                    Ok(ready == count && list.items.len() == count)
+                }
+            },
+        )
+        .await
     }
 
     /// Where the components' logs are.

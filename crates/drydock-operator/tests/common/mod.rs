@@ -7,7 +7,7 @@ pub mod machines;
 
 use std::time::Duration;
 
-use drydock_testenv::TestEnv;
+use drydock_testenv::{TestEnv, workload};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -46,39 +46,16 @@ pub async fn set_policy(env: &TestEnv, policy: &str) {
     .expect("ConfigMap");
 }
 
-/// Server-side applies a Deployment, StatefulSet or PodDisruptionBudget in `shop`.
+/// Server-side applies a Deployment, StatefulSet or PodDisruptionBudget.
 pub async fn apply(env: &TestEnv, doc: serde_json::Value) {
-    let kind = doc["kind"].as_str().expect("kind").to_string();
-    let name = doc["metadata"]["name"].as_str().expect("name").to_string();
-    let ar = match kind.as_str() {
-        "Deployment" => {
-            kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&())
-        }
-        "StatefulSet" => {
-            kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::StatefulSet>(&())
-        }
-        "PodDisruptionBudget" => {
-            kube::api::ApiResource::erase::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(&())
-        }
-        other => panic!("unexpected kind {other}"),
-    };
-    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(env.client(), "shop", &ar);
-    api.patch(
-        &name,
-        &PatchParams::apply("test").force(),
-        &Patch::Apply(&doc),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+    env.apply(&doc)
+        .await
+        .unwrap_or_else(|e| panic!("apply {}: {e}", doc["metadata"]["name"]));
 }
 
 /// A Deployment of pause pods in `shop`.
 pub fn deployment(name: &str, replicas: u32) -> serde_json::Value {
-    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "shop"},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}},
-                "spec": {"terminationGracePeriodSeconds": 1,
-                    "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}}}})
+    workload::deployment("shop", name, replicas)
 }
 
 /// A Deployment whose pods may only run on `node`.
@@ -90,40 +67,14 @@ pub fn pinned(name: &str, replicas: u32, node: &str) -> serde_json::Value {
 
 /// A PodDisruptionBudget in `shop` over the pods of `name`.
 pub fn pdb(name: &str, spec: serde_json::Value) -> serde_json::Value {
-    let mut s = spec;
-    s["selector"] = json!({"matchLabels": {"app": name}});
-    json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": {"name": name, "namespace": "shop"}, "spec": s})
+    workload::pdb("shop", name, spec)
 }
 
 /// Waits until every pod in `shop` is Running and Ready and `count` in all.
 pub async fn wait_pods_ready(env: &mut TestEnv, count: usize) {
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(env.client(), "shop");
-    env.wait_for(
-        &format!("{count} pods Ready in shop"),
-        Duration::from_secs(120),
-        move || {
-            let pods = pods.clone();
-            async move {
-                let list = pods.list(&ListParams::default()).await?;
-                let ready = list
-                    .items
-                    .iter()
-                    .filter(|p| {
-                        p.status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|cs| {
-                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                            })
-                    })
-                    .count();
-                Ok(ready == count && list.items.len() == count)
-            }
-        },
-    )
-    .await
-    .expect("workload Ready");
+    env.wait_pods_ready("shop", count, Duration::from_secs(120))
+        .await
+        .expect("workload Ready");
 }
 
 /// (type, reason, note) of every Event about the object named `name`.
