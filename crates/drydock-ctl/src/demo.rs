@@ -316,7 +316,7 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
 
     // Flatcar hosts ask the operators' Omaha proxy, which asks the fake upstream: the
     // pool's pin and the rollout order decide when each node downloads.
-    let ports = [free_port()?, free_port()?];
+    let ports = [drydock_testenv::free_port()?, drydock_testenv::free_port()?];
     let proxy_url = format!("http://127.0.0.1:{}/v1/update/", ports[0]);
     let kubeconfig = env.kubeconfig().to_path_buf();
     let (boot_tx, mut boot_rx) = mpsc::unbounded_channel::<(usize, String)>();
@@ -724,11 +724,6 @@ fn parse_boot(line: &str) -> anyhow::Result<u32> {
         .as_u64()
         .and_then(|b| u32::try_from(b).ok())
         .ok_or_else(|| anyhow!("a simulated host's boot line {line:?} has no boot number"))
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr().context("finding a free port")?.port())
 }
 
 /// A sample Deployment spread over the nodes (softly, so a drain can always reschedule).

@@ -503,10 +503,7 @@ async fn the_operator_binary_works_with_only_its_service_accounts_rights() {
     let kubeconfig = env
         .token_kubeconfig(&token(&env, "drydock-operator", None).await, None)
         .expect("token kubeconfig");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let port = drydock_testenv::free_port().expect("port");
     let log_path = dir.path().join("operator.log");
     let log = std::fs::File::create(&log_path).expect("log");
     let _operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_drydock-operator"))

@@ -49,8 +49,8 @@ async fn workers(n: usize) -> (TestEnv, Vec<String>) {
 }
 
 fn free_addr() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-    l.local_addr().expect("addr")
+    let port = drydock_testenv::free_port().expect("a free port");
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 async fn wait_proxy_ready(http: &reqwest::Client, addr: std::net::SocketAddr) {

@@ -517,10 +517,7 @@ async fn a_bad_configmap_is_rejected_visibly_and_the_last_good_policy_stays() {
     setup(&env, "paused: true\n").await;
     let m = machine(&env, &names[0], Duration::from_millis(300)).await;
     m.stage().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = drydock_testenv::free_port().expect("a free port");
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let _op = replica_on(&env, "op-a", Some(addr));
     wait_node(&mut env, "node-0", "node-0 paused", 60, |n| {

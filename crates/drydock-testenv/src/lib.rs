@@ -99,12 +99,46 @@ pub struct TestEnv {
     pub startup: Duration,
 }
 
-fn free_port() -> Result<u16, Error> {
-    let l =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| Error::Io("finding a free port".into(), e))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| Error::Io("finding a free port".into(), e))
+/// Ports handed out by [`free_port`] come from below Linux's ephemeral range (32768 and
+/// up), so an outgoing connection of some other process cannot take one between the
+/// check and the component's bind; the start is random per process, so parallel test
+/// binaries rarely try the same port.
+const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
+/// A loopback TCP port that is free now, for a server a test or the demo starts. The port
+/// is closed again before returning, so another process could still take it: a caller
+/// that starts a server on it should treat "address already in use" as a reason to pick
+/// again (as [`TestEnv::start`] does).
+pub fn free_port() -> Result<u16, Error> {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    let span = u32::from(PORT_RANGE.end - PORT_RANGE.start);
+    let mut last = None;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let offset = (seed as u32).wrapping_add(n.wrapping_mul(7919)) % span;
+        let port = PORT_RANGE.start + offset as u16;
+        match TcpListener::bind(("127.0.0.1", port)) {
+            Ok(_) => return Ok(port),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(Error::Io(
+        format!("finding a free port in {PORT_RANGE:?}"),
+        last.unwrap_or_else(|| std::io::Error::other("no port tried")),
+    ))
+}
+
+/// Whether a start failed because a picked port was taken in the meantime.
+fn lost_port_race(e: &Error) -> bool {
+    matches!(e, Error::Start(_, why) if why.contains("address already in use"))
 }
 
 /// The directory holding the binaries, checked.
@@ -136,8 +170,21 @@ fn s(v: impl ToString) -> String {
 
 impl TestEnv {
     /// Starts a fresh plane and waits until it serves, schedules and runs controllers.
+    /// A component that finds its port taken by another process (the ports are checked
+    /// free, then handed to the component) makes the whole plane start again on new
+    /// ports, up to three times.
     pub async fn start() -> Result<TestEnv, Error> {
         let started = Instant::now();
+        let mut attempt = 1;
+        loop {
+            match TestEnv::start_once(started).await {
+                Err(e) if attempt < 3 && lost_port_race(&e) => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(started: Instant) -> Result<TestEnv, Error> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("drydock-testenv-")
@@ -617,5 +664,37 @@ impl Drop for TestEnv {
         while let Some(mut c) = self.components.pop() {
             c.stop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..50).map(|_| free_port().expect("a port")).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        for p in &ports {
+            assert!(PORT_RANGE.contains(p), "{p}");
+        }
+        let held = TcpListener::bind(("127.0.0.1", ports[0])).expect("bindable");
+        drop(held);
+    }
+
+    #[test]
+    fn only_a_taken_port_counts_as_a_lost_race() {
+        let taken = Error::Start(
+            "kube-apiserver".into(),
+            "exited (exit status: 1); last log lines:\nfailed to listen on 127.0.0.1:34995: listen tcp 127.0.0.1:34995: bind: address already in use".into(),
+        );
+        assert!(lost_port_race(&taken));
+        let other = Error::Start("etcd".into(), "exited (exit status: 1): bad flag".into());
+        assert!(!lost_port_race(&other));
+        assert!(!lost_port_race(&Error::Timeout(
+            Duration::from_secs(1),
+            "address already in use".into()
+        )));
     }
 }
