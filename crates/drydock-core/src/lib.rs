@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod channel;
+pub mod cincinnati;
 pub mod download;
 pub mod duration;
 #[cfg(feature = "k8s")]
