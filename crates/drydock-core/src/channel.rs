@@ -1,4 +1,4 @@
-//! Which channel each node should follow. A pool's `channel` is carried to its nodes as
+//! Which channel and version pin each node should carry. A pool's `channel` is carried to its nodes as
 //! the operator's `desired-channel` annotation; the agent then rewrites `GROUP` in
 //! update.conf (Flatcar) or rebases onto the stream's ref (CoreOS), and the Omaha proxy
 //! asks upstream with it as `track`. A move to an older channel (beta → stable, next →
@@ -71,6 +71,19 @@ pub fn decide(policy: &Policy, node: &NodeSnapshot) -> ChannelDecision {
         };
     }
     ChannelDecision::Set(want.to_string())
+}
+
+/// The pool's version pin for `node`, when the node does not carry it yet: `Some(None)`
+/// removes a pin the pool no longer has. The operator writes it as `version-pin`, so a
+/// CoreOS agent choosing from the Cincinnati graph stages only what the pool allows.
+pub fn pin_change(policy: &Policy, node: &NodeSnapshot) -> Option<Option<String>> {
+    let want = policy
+        .pool_for(&node.labels)
+        .version
+        .as_ref()
+        .map(ToString::to_string);
+    let (state, _) = parse_node_state(&node.labels, &node.annotations);
+    (state.operator.version_pin != want).then_some(want)
 }
 
 #[cfg(test)]
@@ -148,5 +161,17 @@ mod tests {
             ChannelDecision::Keep,
             "wait for the agent to report the channel"
         );
+    }
+
+    #[test]
+    fn the_pools_pin_is_carried_and_removed_with_it() {
+        let p = policy("version: \"<=41.20251112\"\n");
+        let mut n = node(Some("stable"), None);
+        assert_eq!(pin_change(&p, &n), Some(Some("<=41.20251112".into())));
+        n.annotations
+            .insert(keys::VERSION_PIN.into(), "<=41.20251112".into());
+        assert_eq!(pin_change(&p, &n), None);
+        assert_eq!(pin_change(&policy("{}\n"), &n), Some(None));
+        assert_eq!(pin_change(&policy("{}\n"), &node(None, None)), None);
     }
 }

@@ -71,7 +71,9 @@ impl Release {
     }
 
     fn age_index(&self) -> Option<u64> {
-        self.metadata.get(AGE_INDEX_KEY).and_then(|s| s.parse().ok())
+        self.metadata
+            .get(AGE_INDEX_KEY)
+            .and_then(|s| s.parse().ok())
     }
 
     fn is_checksum(&self) -> bool {
@@ -115,7 +117,8 @@ impl Graph {
     /// Parses a `/v1/graph` answer, refusing anything that is not exactly the protocol's
     /// shape (a missing field, an edge out of range, a non-string metadata value).
     pub fn parse(bytes: &[u8]) -> Result<Graph, GraphError> {
-        let doc: Value = serde_json::from_slice(bytes).map_err(|e| GraphError::Json(e.to_string()))?;
+        let doc: Value =
+            serde_json::from_slice(bytes).map_err(|e| GraphError::Json(e.to_string()))?;
         let obj = doc
             .as_object()
             .ok_or_else(|| invalid("top level", "is not an object"))?;
@@ -152,10 +155,7 @@ impl Graph {
             let mut metadata = BTreeMap::new();
             for (k, v) in meta {
                 let Value::String(s) = v else {
-                    return Err(invalid(
-                        at(&format!(".metadata[{k:?}]")),
-                        "is not a string",
-                    ));
+                    return Err(invalid(at(&format!(".metadata[{k:?}]")), "is not a string"));
                 };
                 metadata.insert(k.clone(), s.clone());
             }
@@ -382,8 +382,12 @@ mod tests {
             .collect();
         // Every older → newer, none across the barrier C from below it, none out of E.
         let edges = json!([[0, 1], [0, 2], [1, 2], [2, 3], [2, 4], [3, 4]]);
-        Graph::parse(json!({"nodes": nodes, "edges": edges}).to_string().as_bytes())
-            .expect("graph")
+        Graph::parse(
+            json!({"nodes": nodes, "edges": edges})
+                .to_string()
+                .as_bytes(),
+        )
+        .expect("graph")
     }
 
     fn pin(s: &str) -> VersionPin {
@@ -414,7 +418,10 @@ mod tests {
         ));
         let top = choose(&g, &sum(E), None);
         assert_eq!(top.choice, Choice::UpToDate);
-        assert_eq!(top.booted_deadend.as_deref(), Some("https://example.test/deadend"));
+        assert_eq!(
+            top.booted_deadend.as_deref(),
+            Some("https://example.test/deadend")
+        );
         assert_eq!(choose(&g, "not-there", None).choice, Choice::NotInGraph);
     }
 
@@ -451,17 +458,24 @@ mod tests {
                 .to_string()
                 .starts_with("the update graph is not JSON")
         );
-        assert_eq!(err(json!([])), "the update graph's top level: is not an object");
+        assert_eq!(
+            err(json!([])),
+            "the update graph's top level: is not an object"
+        );
         assert_eq!(
             err(json!({"nodes": [{"version": A, "metadata": {}}], "edges": []})),
             "the update graph's nodes[0].payload: is missing"
         );
         assert_eq!(
-            err(json!({"nodes": [{"version": A, "payload": "x", "metadata": {"k": 1}}], "edges": []})),
+            err(
+                json!({"nodes": [{"version": A, "payload": "x", "metadata": {"k": 1}}], "edges": []})
+            ),
             "the update graph's nodes[0].metadata[\"k\"]: is not a string"
         );
         assert_eq!(
-            err(json!({"nodes": [{"version": A, "payload": "x", "metadata": {}}], "edges": [[0, 3]]})),
+            err(
+                json!({"nodes": [{"version": A, "payload": "x", "metadata": {}}], "edges": [[0, 3]]})
+            ),
             "the update graph's edges[0][1]: 3 is out of range (1 nodes)"
         );
         assert_eq!(
@@ -469,9 +483,14 @@ mod tests {
             "the update graph's edges[0]: is not a pair of indices"
         );
         assert_eq!(
-            err(json!({"nodes": [{"version": A, "payload": "x", "metadata": {}}, {"version": A, "payload": "y", "metadata": {}}], "edges": []})),
+            err(
+                json!({"nodes": [{"version": A, "payload": "x", "metadata": {}}, {"version": A, "payload": "y", "metadata": {}}], "edges": []})
+            ),
             "the update graph's nodes[1].version: \"41.20251001.3.0\" appears twice"
         );
-        assert_eq!(err(json!({"nodes": []})), "the update graph's edges: is missing or not an array");
+        assert_eq!(
+            err(json!({"nodes": []})),
+            "the update graph's edges: is missing or not an array"
+        );
     }
 }

@@ -82,6 +82,9 @@ pub mod keys {
     pub const DRAIN_STARTED: &str = "drydock.dev/drain-started";
     /// Channel the node's pool wants; the agent applies it.
     pub const DESIRED_CHANNEL: &str = "drydock.dev/desired-channel";
+    /// The pool's version pin, carried to the node: a CoreOS agent stages only releases
+    /// it allows. Absent when the pool has no pin.
+    pub const VERSION_PIN: &str = "drydock.dev/version-pin";
 
     // Person annotations.
     /// Set (to a reason) to hold the node; remove to let it go.
@@ -330,6 +333,8 @@ pub struct OperatorState {
     pub drain_started: Option<Timestamp>,
     /// Channel the pool wants.
     pub desired_channel: Option<String>,
+    /// The pool's version pin, as text (a CoreOS agent parses it).
+    pub version_pin: Option<String>,
     /// The pool label.
     pub pool: Option<String>,
 }
@@ -364,6 +369,7 @@ impl OperatorState {
             self.drain_started.map(|t| t.to_string()),
         );
         put(keys::DESIRED_CHANNEL, self.desired_channel.clone());
+        put(keys::VERSION_PIN, self.version_pin.clone());
         let mut l = BTreeMap::new();
         l.insert(keys::PHASE.to_string(), self.phase().as_str().to_string());
         if let Some(p) = &self.pool {
@@ -599,6 +605,7 @@ pub fn parse_node_state(
         cordoned: r.flag(keys::CORDONED, false),
         drain_started: r.time(keys::DRAIN_STARTED),
         desired_channel: r.id(keys::DESIRED_CHANNEL),
+        version_pin: r.text(keys::VERSION_PIN),
         pool,
     };
     let person = PersonRequests {

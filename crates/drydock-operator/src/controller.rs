@@ -511,9 +511,13 @@ impl Leader {
             let state = node_state(node);
             let mut next = transition::while_waiting(&state, w, now);
             let mut channel_set = None;
-            // The pool's channel, carried to the node (only while no action is under way,
-            // so this write never races an action's).
+            // The pool's channel and version pin, carried to the node (only while no
+            // action is under way, so this write never races an action's).
             if let Some(snap) = snapshot.node_index(&w.node).map(|i| &snapshot.nodes()[i]) {
+                if let Some(pin) = channel::pin_change(&policy, snap) {
+                    let n = next.get_or_insert_with(|| state.operator.clone());
+                    n.version_pin = pin;
+                }
                 match channel::decide(&policy, snap) {
                     ChannelDecision::Keep => {}
                     ChannelDecision::Set(ch) => {
