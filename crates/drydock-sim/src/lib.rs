@@ -3,6 +3,7 @@
 //! `upstream/`; and [`bus::PrivateBus`], a real `dbus-daemon` per test.
 
 pub mod bus;
+pub mod cincinnati;
 pub mod host;
 pub mod logind;
 pub mod omaha;
