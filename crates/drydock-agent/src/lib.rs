@@ -4,9 +4,12 @@
 //! a grant that is valid now — the decisions themselves are `drydock_core::agent`.
 //!
 //! On Flatcar, update_engine checks and downloads by itself; the agent follows it. On
-//! Fedora/RHEL CoreOS the agent is the one that checks: every `check_interval` it asks
-//! rpm-ostree to stage the head of the node's stream with `lock-finalization`, so nothing
-//! but a grant applies it — the reboot is `FinalizeDeployment`, not logind. A channel
+//! Fedora/RHEL CoreOS the agent is the one that checks: every `check_interval` it fetches
+//! the stream's Cincinnati graph, chooses the newest release one edge away that the
+//! pool's pin (`version-pin`, set by the operator) allows, and asks rpm-ostree to stage
+//! that commit with `lock-finalization`, so nothing but a grant applies it — the reboot is
+//! `FinalizeDeployment`, not logind. Without a Cincinnati server (`--cincinnati none`,
+//! for a private remote) it stages the head of the stream's ref instead. A channel
 //! change there moves the origin to the new stream's ref (`UpdateDeployment` with
 //! `set-refspec`, also locked: upstream's `Rebase` cannot lock finalization).
 //!
@@ -18,10 +21,14 @@
 //! status and logs. Losing the bus connection itself ends the process (the DaemonSet
 //! restarts it).
 
+pub mod cincinnati;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use drydock_core::agent::{self, HostView, RebootDecision};
+use drydock_core::cincinnati::{Choice, choose};
+use drydock_core::pin::VersionPin;
 use drydock_core::protocol::{AgentStatus, UpdateStatus, keys, parse_node_state};
 use drydock_core::version::{OsFamily, OsVersion};
 use drydock_host::backoff::Backoff;
@@ -54,8 +61,11 @@ pub struct Config {
     pub host_root: PathBuf,
     /// Reported on the Node.
     pub agent_version: String,
-    /// CoreOS only: how often to ask rpm-ostree for the stream's newest version.
+    /// CoreOS only: how often to check for a newer version.
     pub check_interval: Duration,
+    /// CoreOS only: the Cincinnati server's base URL; None stages the head of the
+    /// stream's ref from rpm-ostree's remote instead.
+    pub cincinnati: Option<String>,
 }
 
 /// How often a CoreOS agent checks for updates by default (update_engine's own cadence).
@@ -76,6 +86,9 @@ pub enum AgentError {
     /// The update-service watch ended (the bus connection is gone).
     #[error("the update service watch ended")]
     ServiceWatchEnded,
+    /// A setting cannot be used.
+    #[error("configuration: {0}")]
+    Config(String),
     /// The watch on the Node ended.
     #[error("the watch on Node {0} ended")]
     WatchEnded(String),
@@ -98,6 +111,11 @@ enum ServiceEvent {
     Transaction {
         what: &'static str,
         result: Result<(), rpm_ostree::RpmOstreeError>,
+    },
+    /// A check against the Cincinnati graph has ended: a note for the node's status
+    /// (why nothing was staged), or what went wrong.
+    Checked {
+        result: Result<Option<String>, String>,
     },
 }
 
@@ -123,6 +141,9 @@ struct Agent {
     in_flight: Option<&'static str>,
     next_check: Option<Instant>,
     last_check: Option<Timestamp>,
+    /// CoreOS: the Cincinnati client, and the pool's pin as the operator last set it.
+    graph: Option<cincinnati::Client>,
+    version_pin: Option<String>,
     /// CoreOS: (boot id, booted deployment's checksum) as last read — the slot, valid
     /// only in that boot.
     known_slot: Option<(String, String)>,
@@ -336,6 +357,12 @@ impl Agent {
     async fn on_node(&mut self, node: &Node) {
         let empty = Default::default();
         let annotations = node.metadata.annotations.as_ref().unwrap_or(&empty);
+        let pin = annotations.get(keys::VERSION_PIN).cloned();
+        if self.graph.is_some() && pin != self.version_pin {
+            info!(pin = ?pin, "the pool's version pin changed; checking now");
+            self.version_pin = pin;
+            self.next_check = Some(Instant::now());
+        }
         if let Some(desired) = annotations.get(keys::DESIRED_CHANNEL) {
             if self.ostree.is_some() {
                 self.coreos_channel(desired).await;
@@ -428,9 +455,13 @@ impl Agent {
         self.publish().await;
     }
 
-    /// CoreOS: the periodic check — stage the head of the current stream, locked.
+    /// CoreOS: the periodic check — stage, locked, what the Cincinnati graph offers
+    /// inside the pin, or without a graph the head of the current stream.
     async fn coreos_check(&mut self) {
         self.next_check = Some(Instant::now() + self.cfg.check_interval);
+        if let Some(graph) = self.graph.clone() {
+            return self.graph_check(graph).await;
+        }
         if matches!(self.service, Service::Ostree(_)) {
             self.last_check = Some(Timestamp::now());
             self.start_transaction(
@@ -443,6 +474,83 @@ impl Agent {
             )
             .await;
         }
+    }
+
+    /// CoreOS with a Cincinnati server: fetches the graph and stages the chosen commit,
+    /// in the background; the end arrives as [`ServiceEvent::Checked`].
+    async fn graph_check(&mut self, graph: cincinnati::Client) {
+        let (Service::Ostree(deployments), Some(client)) = (&self.service, self.ostree.clone())
+        else {
+            return;
+        };
+        if self.in_flight.is_some() {
+            return;
+        }
+        let (booted, staged) = booted_and_staged(deployments);
+        let Some(booted) = booted.cloned() else {
+            return;
+        };
+        let staged = staged.map(|d| d.checksum.clone());
+        let Some(stream) = booted.stream().map(str::to_string) else {
+            self.message =
+                Some("the booted deployment has no origin ref, so no stream to check".into());
+            return self.publish().await;
+        };
+        let pin = match self
+            .version_pin
+            .as_deref()
+            .map(VersionPin::parse)
+            .transpose()
+        {
+            Ok(p) => p,
+            Err(e) => {
+                self.message = Some(format!("not checking for updates: the operator's {e}"));
+                return self.publish().await;
+            }
+        };
+        self.last_check = Some(Timestamp::now());
+        self.in_flight = Some("update check");
+        let tx = self.events_tx.clone();
+        tokio::spawn(async move {
+            let result = async {
+                let g = graph
+                    .graph(&cincinnati::Query {
+                        stream: &stream,
+                        os_version: booted.version.as_deref(),
+                        os_checksum: &booted.checksum,
+                    })
+                    .await?;
+                let decision = choose(&g, &booted.checksum, pin.as_ref());
+                let deadend = decision.booted_deadend.map(|why| {
+                    format!("the running release is a dead-end ({why}); it needs a manual update")
+                });
+                match decision.choice {
+                    Choice::Stage(t) if staged.as_deref() == Some(t.checksum.as_str()) => Ok(deadend),
+                    Choice::Stage(t) => {
+                        info!(version = %t.version, checksum = %t.checksum, "staging the release the graph offers (locked until a grant)");
+                        client
+                            .update_deployment(&UpdateRequest {
+                                revision: Some(t.checksum),
+                                lock_finalization: true,
+                                allow_downgrade: Some(false),
+                                ..UpdateRequest::default()
+                            })
+                            .await
+                            .map_err(|e| format!("staging {} failed: {e}", t.version))?;
+                        Ok(deadend)
+                    }
+                    Choice::UpToDate => Ok(deadend),
+                    Choice::Wait(why) => Ok(Some(why)),
+                    Choice::NotInGraph => Ok(Some(format!(
+                        "the booted commit {} is not in stream {stream}'s update graph",
+                        booted.checksum
+                    ))),
+                }
+            }
+            .await;
+            let _ = tx.send(ServiceEvent::Checked { result }).await;
+        });
+        self.publish().await;
     }
 
     /// Applies the grant: logind on Flatcar, `FinalizeDeployment` (which reboots) on CoreOS.
@@ -541,6 +649,12 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     let nodes: Api<Node> = Api::all(cfg.client.clone());
     let logind = Logind::new(cfg.bus.clone());
     let (events_tx, mut events) = mpsc::channel::<ServiceEvent>(64);
+    let graph = match (&family, &cfg.cincinnati) {
+        (Family::CoreOs, Some(url)) => {
+            Some(cincinnati::Client::new(url).map_err(AgentError::Config)?)
+        }
+        _ => None,
+    };
     let ostree = match family {
         Family::Flatcar => {
             let mut ue_events = update_engine::Client::new(cfg.bus.clone()).watch().await?;
@@ -597,6 +711,8 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         last_check: None,
         in_flight: None,
         known_slot: None,
+        graph,
+        version_pin: None,
         ostree,
         events_tx,
         cfg,
@@ -660,6 +776,21 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
                     ServiceEvent::Ostree(rpm_ostree::Event::Error(e)) => {
                         warn!(error = %e, kind = e.kind(), "rpm-ostree");
                         continue;
+                    }
+                    ServiceEvent::Checked { result } => {
+                        agent.in_flight = None;
+                        match result {
+                            Ok(note) => {
+                                if let Some(n) = &note {
+                                    info!(note = %n, "update check: nothing staged");
+                                }
+                                agent.message = note;
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "update check failed");
+                                agent.message = Some(format!("update check failed: {e}"));
+                            }
+                        }
                     }
                     ServiceEvent::Transaction { what, result } => {
                         agent.in_flight = None;

@@ -32,6 +32,10 @@ struct Args {
     /// CoreOS: how often to check for a newer version on the node's stream (`1h`, `30m`).
     #[arg(long, default_value = "1h", value_parser = parse_interval)]
     check_interval: std::time::Duration,
+    /// CoreOS: the Cincinnati server to take updates from (its base URL), or `none` to
+    /// stage the head of the stream's ref from rpm-ostree's remote.
+    #[arg(long, default_value = drydock_agent::cincinnati::FEDORA_COREOS)]
+    cincinnati: String,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -75,6 +79,7 @@ async fn connect(args: &Args) -> anyhow::Result<drydock_agent::Config> {
         host_root: args.host_root.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         check_interval: args.check_interval,
+        cincinnati: (args.cincinnati != "none").then(|| args.cincinnati.clone()),
     })
 }
 

@@ -69,6 +69,7 @@ async fn start_agent(w: &World) -> JoinHandle<()> {
         host_root: w.root.path().to_path_buf(),
         agent_version: "test".into(),
         check_interval: drydock_agent::DEFAULT_CHECK_INTERVAL,
+        cincinnati: None,
     };
     tokio::spawn(async move {
         if let Err(e) = drydock_agent::run(config).await {

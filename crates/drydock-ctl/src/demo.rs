@@ -19,6 +19,7 @@ use anyhow::{Context, anyhow, bail};
 use drydock_core::Policy;
 use drydock_core::protocol::{Phase, parse_node_state};
 use drydock_sim::bus::PrivateBus;
+use drydock_sim::cincinnati::{CincinnatiServer, ReleaseSpec};
 use drydock_sim::omaha::OmahaServer;
 use drydock_testenv::{Component, NodeSpec, TestEnv, start_piped_process, start_process, workload};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
@@ -41,7 +42,7 @@ const APPS: &str = "shop";
 pub enum DemoOs {
     /// Flatcar: update_engine checks a fake Omaha server, which publishes the new version.
     Flatcar,
-    /// Fedora CoreOS: the agent stages from rpm-ostree's remote, which publishes it.
+    /// Fedora CoreOS: the agents read a fake Cincinnati graph and stage what it offers.
     Fcos,
 }
 
@@ -300,8 +301,9 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
     .await
     .context("creating the drydock-config ConfigMap")?;
 
-    // The upstream: Flatcar nodes check a fake Omaha server; CoreOS nodes' remotes
-    // publish through each host's stdin.
+    // The upstream: Flatcar nodes check a fake Omaha server; CoreOS agents read a fake
+    // Cincinnati graph, and the commits it names are published on each host's remote
+    // through the host's stdin.
     let omaha = match opts.os {
         DemoOs::Flatcar => Some(
             OmahaServer::start(
@@ -313,6 +315,17 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
         ),
         DemoOs::Fcos => None,
     };
+    let graph = match opts.os {
+        DemoOs::Fcos => {
+            let g = CincinnatiServer::start("127.0.0.1:0".parse()?)
+                .await
+                .context("starting the fake Cincinnati server")?;
+            g.set_releases("stable", vec![ReleaseSpec::new(from)]);
+            Some(g)
+        }
+        DemoOs::Flatcar => None,
+    };
+    let graph_url = graph.as_ref().map(CincinnatiServer::url);
 
     // Flatcar hosts ask the operators' Omaha proxy, which asks the fake upstream: the
     // pool's pin and the rollout order decide when each node downloads.
@@ -345,7 +358,13 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
         if boot == 1 {
             let m = &mut machines[i];
             m.boots = 1;
-            m.agent = Some(start_agent(bins, m, &kubeconfig, &logs)?);
+            m.agent = Some(start_agent(
+                bins,
+                m,
+                &kubeconfig,
+                &logs,
+                graph_url.as_deref(),
+            )?);
             up += 1;
         }
     }
@@ -478,8 +497,12 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
                         .with_context(|| format!("publishing on {}'s remote", m.name))?;
                 }
             }
+            if let Some(g) = &graph {
+                g.set_releases("stable", vec![ReleaseSpec::new(from), ReleaseSpec::new(to)]);
+            }
             ui.say(&format!(
-                "published Fedora CoreOS {to} on the stable stream; the agents check every 2 s"
+                "published Fedora CoreOS {to} on the stable stream (the fake Cincinnati graph at {} and the hosts' remote); the agents check every 2 s",
+                graph_url.as_deref().unwrap_or("?")
             ));
         }
     }
@@ -504,7 +527,7 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
                         a.stop();
                     }
                     m.boots = boot;
-                    m.agent = Some(start_agent(bins, m, &kubeconfig, &logs)?);
+                    m.agent = Some(start_agent(bins, m, &kubeconfig, &logs, graph_url.as_deref())?);
                 }
             }
             _ = tick.tick() => {
@@ -686,6 +709,7 @@ fn start_agent(
     m: &mut Machine,
     kubeconfig: &Path,
     logs: &Path,
+    cincinnati: Option<&str>,
 ) -> anyhow::Result<Component> {
     if let Some(how) = m.host.exited() {
         bail!(
@@ -707,6 +731,8 @@ fn start_agent(
         "2s".into(),
         "--log-format".into(),
         "json".into(),
+        "--cincinnati".into(),
+        cincinnati.unwrap_or("none").into(),
     ];
     start_process(
         &format!("agent-{}-boot{}", m.name, m.boots),

@@ -53,6 +53,7 @@ fn agent_task(
             host_root: root,
             agent_version: "test".into(),
             check_interval: drydock_agent::DEFAULT_CHECK_INTERVAL,
+            cincinnati: None,
         };
         let _ = drydock_agent::run(cfg).await;
     })
