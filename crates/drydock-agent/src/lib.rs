@@ -144,6 +144,8 @@ struct Agent {
     /// CoreOS: the Cincinnati client, and the pool's pin as the operator last set it.
     graph: Option<cincinnati::Client>,
     version_pin: Option<String>,
+    /// Whether the Node has been read in this run (its pin is known).
+    node_seen: bool,
     /// CoreOS: (boot id, booted deployment's checksum) as last read — the slot, valid
     /// only in that boot.
     known_slot: Option<(String, String)>,
@@ -358,9 +360,12 @@ impl Agent {
         let empty = Default::default();
         let annotations = node.metadata.annotations.as_ref().unwrap_or(&empty);
         let pin = annotations.get(keys::VERSION_PIN).cloned();
-        if self.graph.is_some() && pin != self.version_pin {
-            info!(pin = ?pin, "the pool's version pin changed; checking now");
+        if self.graph.is_some() && (pin != self.version_pin || !self.node_seen) {
+            if self.node_seen {
+                info!(pin = ?pin, "the pool's version pin changed; checking now");
+            }
             self.version_pin = pin;
+            self.node_seen = true;
             self.next_check = Some(Instant::now());
         }
         if let Some(desired) = annotations.get(keys::DESIRED_CHANNEL) {
@@ -458,10 +463,17 @@ impl Agent {
     /// CoreOS: the periodic check — stage, locked, what the Cincinnati graph offers
     /// inside the pin, or without a graph the head of the current stream.
     async fn coreos_check(&mut self) {
-        self.next_check = Some(Instant::now() + self.cfg.check_interval);
         if let Some(graph) = self.graph.clone() {
+            // Not before the Node (and so the pool's pin) and rpm-ostree have been read;
+            // whichever comes last schedules the check.
+            if !self.node_seen || !matches!(self.service, Service::Ostree(_)) {
+                self.next_check = None;
+                return;
+            }
+            self.next_check = Some(Instant::now() + self.cfg.check_interval);
             return self.graph_check(graph).await;
         }
+        self.next_check = Some(Instant::now() + self.cfg.check_interval);
         if matches!(self.service, Service::Ostree(_)) {
             self.last_check = Some(Timestamp::now());
             self.start_transaction(
@@ -484,6 +496,8 @@ impl Agent {
             return;
         };
         if self.in_flight.is_some() {
+            // Another transaction runs; check again shortly rather than in an interval.
+            self.next_check = Some(Instant::now() + Duration::from_secs(1));
             return;
         }
         let (booted, staged) = booted_and_staged(deployments);
@@ -713,6 +727,7 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         known_slot: None,
         graph,
         version_pin: None,
+        node_seen: false,
         ostree,
         events_tx,
         cfg,

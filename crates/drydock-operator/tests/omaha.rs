@@ -33,21 +33,6 @@ fn policy(extra: &str) -> String {
     )
 }
 
-/// A control plane with `n` Ready worker nodes `node-0`….
-async fn workers(n: usize) -> (TestEnv, Vec<String>) {
-    let mut env = TestEnv::start().await.expect("control plane");
-    let names = env
-        .add_ready_nodes(
-            "node",
-            n,
-            &[("node-role.kubernetes.io/worker", "")],
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("nodes");
-    (env, names)
-}
-
 fn free_addr() -> std::net::SocketAddr {
     let port = drydock_testenv::free_port().expect("a free port");
     std::net::SocketAddr::from(([127, 0, 0, 1], port))

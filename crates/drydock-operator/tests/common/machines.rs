@@ -1,12 +1,12 @@
-//! Simulated machines (a private bus, a simulated Flatcar host, and a real agent
-//! restarted on every boot) and operator replicas run in the test process.
+//! Simulated machines (a private bus, a simulated Flatcar or Fedora CoreOS host, and a
+//! real agent restarted on every boot) and operator replicas run in the test process.
 
 use std::time::Duration;
 
 use drydock_host::update_engine::{Client as UeClient, Event as UeEvent, Operation};
 use drydock_operator::leader::LeaseConfig;
 use drydock_sim::bus::PrivateBus;
-use drydock_sim::host::{FlatcarOptions, SimHost};
+use drydock_sim::host::{FcosOptions, FlatcarOptions, SimHost};
 use drydock_sim::update_engine::Offer;
 use drydock_testenv::TestEnv;
 use tokio::task::JoinHandle;
@@ -39,11 +39,19 @@ impl Drop for Machine {
     }
 }
 
+/// How a machine's agent checks (CoreOS).
+#[derive(Clone)]
+struct Checks {
+    interval: Duration,
+    cincinnati: Option<String>,
+}
+
 fn agent_task(
     client: kube::Client,
     name: String,
     bus: zbus::Connection,
     root: std::path::PathBuf,
+    checks: Checks,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let cfg = drydock_agent::Config {
@@ -52,8 +60,8 @@ fn agent_task(
             bus,
             host_root: root,
             agent_version: "test".into(),
-            check_interval: drydock_agent::DEFAULT_CHECK_INTERVAL,
-            cincinnati: None,
+            check_interval: checks.interval,
+            cincinnati: checks.cincinnati,
         };
         let _ = drydock_agent::run(cfg).await;
     })
@@ -74,6 +82,42 @@ pub async fn machine_with(env: &TestEnv, name: &str, options: FlatcarOptions) ->
     let sim = SimHost::start(bus.address(), root.path(), options)
         .await
         .expect("simulated host");
+    let checks = Checks {
+        interval: drydock_agent::DEFAULT_CHECK_INTERVAL,
+        cincinnati: None,
+    };
+    supervise(env, name, bus, root, sim, checks)
+}
+
+/// A Fedora CoreOS machine as `options` say, whose agent checks the Cincinnati server at
+/// `cincinnati` every second.
+pub async fn fcos_machine(
+    env: &TestEnv,
+    name: &str,
+    options: FcosOptions,
+    cincinnati: &str,
+) -> Machine {
+    let bus = PrivateBus::start().expect("private dbus-daemon");
+    let root = tempfile::tempdir().expect("host root");
+    let sim = SimHost::start_fcos(bus.address(), root.path(), options)
+        .await
+        .expect("simulated host");
+    let checks = Checks {
+        interval: Duration::from_secs(1),
+        cincinnati: Some(cincinnati.to_string()),
+    };
+    supervise(env, name, bus, root, sim, checks)
+}
+
+/// Runs the machine's agent, started again after every boot.
+fn supervise(
+    env: &TestEnv,
+    name: &str,
+    bus: PrivateBus,
+    root: tempfile::TempDir,
+    sim: SimHost,
+    checks: Checks,
+) -> Machine {
     let address = bus.address().to_string();
     let client = env.client();
     let node = name.to_string();
@@ -87,7 +131,13 @@ pub async fn machine_with(env: &TestEnv, name: &str, options: FlatcarOptions) ->
                 Err(e) => Err(e),
             };
             let Ok(conn) = conn else { return };
-            let agent = agent_task(client.clone(), node.clone(), conn, rootp.clone());
+            let agent = agent_task(
+                client.clone(),
+                node.clone(),
+                conn,
+                rootp.clone(),
+                checks.clone(),
+            );
             if boots.changed().await.is_err() {
                 agent.abort();
                 return;

@@ -1,17 +1,98 @@
 //! Helpers shared by the operator's end-to-end suites: the namespaces and policy, sample
-//! workloads in `shop`, and what the tests read back (pods Ready, Events, the policy's
-//! rejection).
+//! workloads in `shop`, what the tests read back (pods Ready, Events, the policy's
+//! rejection), and the independent availability watcher.
 #![allow(dead_code)] // each suite uses its own subset
 
 pub mod machines;
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use drydock_core::protocol::keys;
 use drydock_testenv::{TestEnv, workload};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
+use tokio::task::JoinHandle;
+
+/// A control plane with `n` Ready worker nodes `node-0`… (label
+/// `node-role.kubernetes.io/worker`).
+pub async fn workers(n: usize) -> (TestEnv, Vec<String>) {
+    let mut env = TestEnv::start().await.expect("control plane");
+    let names = env
+        .add_ready_nodes(
+            "node",
+            n,
+            &[("node-role.kubernetes.io/worker", "")],
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("nodes");
+    (env, names)
+}
+
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// Highest number of unavailable nodes per pool at any observed moment.
+    pub peak: BTreeMap<String, usize>,
+}
+
+/// The independent watcher: its own Node watch; a node is unavailable when cordoned,
+/// NotReady, or in a disrupting phase.
+pub fn watch_availability(
+    env: &TestEnv,
+    pool_of: HashMap<String, String>,
+) -> (Arc<Mutex<Observed>>, JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Observed::default()));
+    let s = seen.clone();
+    let api: Api<Node> = Api::all(env.client());
+    let task = tokio::spawn(async move {
+        let mut current: HashMap<String, bool> = HashMap::new();
+        let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).touched_objects());
+        while let Some(Ok(n)) = stream.next().await {
+            let name = n.metadata.name.clone().unwrap_or_default();
+            let phase = n
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(keys::PHASE))
+                .cloned()
+                .unwrap_or_default();
+            let ready = n
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let cordoned = n
+                .spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false);
+            let disrupting = matches!(
+                phase.as_str(),
+                "Draining" | "RebootGranted" | "Rebooting" | "Verifying"
+            );
+            current.insert(name, cordoned || !ready || disrupting);
+            let mut per_pool: BTreeMap<String, usize> = BTreeMap::new();
+            for (node, unavailable) in &current {
+                if *unavailable && let Some(p) = pool_of.get(node) {
+                    *per_pool.entry(p.clone()).or_default() += 1;
+                }
+            }
+            if let Ok(mut o) = s.lock() {
+                for (p, c) in per_pool {
+                    let e = o.peak.entry(p).or_default();
+                    *e = (*e).max(c);
+                }
+            }
+        }
+    });
+    (seen, task)
+}
 
 /// drydock's namespace.
 pub const NS: &str = "drydock-system";
