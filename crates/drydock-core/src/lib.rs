@@ -14,6 +14,7 @@ pub mod channel;
 pub mod cincinnati;
 pub mod download;
 pub mod duration;
+pub mod fleetlock;
 #[cfg(feature = "k8s")]
 pub mod k8s;
 pub mod omaha;
