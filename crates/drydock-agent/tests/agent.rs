@@ -62,14 +62,23 @@ async fn world_on(fcos: Option<FcosOptions>) -> World {
 }
 
 async fn start_agent(w: &World) -> JoinHandle<()> {
+    start_agent_with(w, drydock_agent::DEFAULT_CHECK_INTERVAL, None).await
+}
+
+/// An agent checking every `interval`, against a Cincinnati server when one is given.
+async fn start_agent_with(
+    w: &World,
+    interval: Duration,
+    cincinnati: Option<String>,
+) -> JoinHandle<()> {
     let config = drydock_agent::Config {
         node_name: NODE.into(),
         client: w.env.client(),
         bus: w.bus.connect().await.expect("agent's bus connection"),
         host_root: w.root.path().to_path_buf(),
         agent_version: "test".into(),
-        check_interval: drydock_agent::DEFAULT_CHECK_INTERVAL,
-        cincinnati: None,
+        check_interval: interval,
+        cincinnati,
     };
     tokio::spawn(async move {
         if let Err(e) = drydock_agent::run(config).await {
@@ -488,4 +497,128 @@ async fn on_fcos_the_operators_channel_moves_the_origin_without_applying_it() {
         )
         .await
         .expect("message");
+}
+
+/// An HTTP server answering every request with what the test last set (status, body).
+struct Canned {
+    url: String,
+    answer: std::sync::Arc<std::sync::Mutex<(u16, String)>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Canned {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn canned() -> Canned {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let answer = std::sync::Arc::new(std::sync::Mutex::new((200u16, String::new())));
+    let a = answer.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let (status, body) = a.lock().map(|g| g.clone()).unwrap_or_default();
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(reply.as_bytes()).await;
+        }
+    });
+    Canned { url, answer, task }
+}
+
+async fn wait_message(w: &mut World, needle: &str) {
+    let nodes: Api<Node> = Api::all(w.env.client());
+    let what = format!("agent-message containing {needle:?}");
+    let needle = needle.to_string();
+    let r = w
+        .env
+        .wait_for(&what, Duration::from_secs(20), move || {
+            let nodes = nodes.clone();
+            let needle = needle.clone();
+            async move {
+                let n = nodes.get(NODE).await?;
+                Ok(n.metadata
+                    .annotations
+                    .unwrap_or_default()
+                    .get(keys::AGENT_MESSAGE)
+                    .is_some_and(|m| m.contains(&needle)))
+            }
+        })
+        .await;
+    if let Err(e) = r {
+        panic!(
+            "{e}; the node says {:?}",
+            annotations(w).await.get(keys::AGENT_MESSAGE)
+        );
+    }
+}
+
+#[tokio::test]
+async fn on_fcos_a_broken_cincinnati_answer_is_shown_and_nothing_is_staged() {
+    let mut w = fcos_world().await;
+    let server = canned().await;
+    let set = |status: u16, body: &str| {
+        if let Ok(mut g) = server.answer.lock() {
+            *g = (status, body.to_string());
+        }
+    };
+    set(
+        400,
+        r#"{"kind":"missing_params","value":"mandatory parameter \"stream\" is missing"}"#,
+    );
+    let _agent = start_agent_with(&w, Duration::from_secs(1), Some(server.url.clone())).await;
+    wait_message(&mut w, "update check failed: GET http://").await;
+    wait_message(
+        &mut w,
+        "HTTP 400 Bad Request (missing_params: mandatory parameter",
+    )
+    .await;
+    set(200, "<html>not a graph</html>");
+    wait_message(&mut w, "the update graph is not JSON").await;
+    set(
+        200,
+        r#"{"nodes":[{"version":"x","payload":"y"}],"edges":[]}"#,
+    );
+    wait_message(
+        &mut w,
+        "the update graph's nodes[0].metadata: is missing or not an object",
+    )
+    .await;
+    set(200, r#"{"nodes":[],"edges":[]}"#);
+    wait_message(&mut w, "is not in stream stable's update graph").await;
+    let ostree = w.sim.ostree().expect("rpm-ostree");
+    assert!(
+        ostree.staged().is_none(),
+        "nothing staged from a broken answer"
+    );
+    // A good graph then stages its newest edge.
+    let graph = drydock_sim::cincinnati::graph(&[
+        drydock_sim::cincinnati::ReleaseSpec::new(FCOS_BOOTED),
+        drydock_sim::cincinnati::ReleaseSpec::new(FCOS_NEXT),
+    ]);
+    set(200, &graph.to_string());
+    wait_annotation(&mut w, keys::STAGED_VERSION, Some(FCOS_NEXT.into())).await;
+    let staged = w
+        .sim
+        .ostree()
+        .expect("rpm-ostree")
+        .staged()
+        .expect("staged");
+    assert!(staged.finalization_locked, "staged locked");
+    assert_eq!(staged.checksum, checksum_of(FCOS_NEXT));
 }
