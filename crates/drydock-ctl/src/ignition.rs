@@ -4,8 +4,9 @@
 //! - Flatcar: locksmithd masked (drydock grants reboots instead), `update.conf` with
 //!   `GROUP` (the channel) and optionally `SERVER` (drydock's Omaha endpoint), and a
 //!   kubelet join placeholder to fill in.
-//! - Fedora CoreOS: a Zincati drop-in with the `fleet_lock` strategy pointing at the
-//!   operator's FleetLock endpoint.
+//! - Fedora CoreOS: a Zincati drop-in. By default it turns Zincati's updates off, since
+//!   the drydock agent stages and applies them; with `--server` it instead sets Zincati's
+//!   `fleet_lock` strategy with that FleetLock base URL, for fleets that keep Zincati.
 //!
 //! Files are embedded as `data:` URLs with a `sha512-` verification hash of their bytes
 //! (no compression, so the hash is that of the file as written); modes are decimal, as
@@ -20,7 +21,7 @@ use sha2::{Digest, Sha512};
 pub enum Os {
     /// Flatcar Container Linux.
     Flatcar,
-    /// Fedora CoreOS (Zincati with FleetLock).
+    /// Fedora CoreOS (the drydock agent updates; Zincati off, or on FleetLock).
     Fcos,
 }
 
@@ -56,7 +57,8 @@ pub struct Options {
     pub os: Os,
     /// Flatcar channel (`GROUP`): alpha, beta, stable, lts or a Nebraska group.
     pub channel: Option<String>,
-    /// Flatcar: drydock's Omaha endpoint (`SERVER`); FCOS: the FleetLock base URL.
+    /// Flatcar: drydock's Omaha endpoint (`SERVER`); FCOS: a FleetLock base URL for
+    /// Zincati (without it Zincati's updates are off and the agent updates).
     pub server: Option<String>,
     /// Ignition spec version.
     pub spec: Spec,
@@ -73,11 +75,6 @@ pub enum RenderError {
     /// `--server` is not an http(s) URL that can be written safely.
     #[error("--server {0:?}: {1}")]
     BadServer(String, &'static str),
-    /// Fedora CoreOS needs the FleetLock URL.
-    #[error(
-        "--os fcos needs --server, the operator's FleetLock base URL as the nodes reach it (like http://10.0.0.10:30080)"
-    )]
-    FcosNeedsServer,
     /// Fedora CoreOS streams are not set by Ignition.
     #[error(
         "--channel does not apply to --os fcos: a node's stream comes from its image; set the pool's channel in drydock-config instead"
@@ -88,7 +85,7 @@ pub enum RenderError {
 /// Path of Flatcar's update configuration.
 pub const UPDATE_CONF: &str = "/etc/flatcar/update.conf";
 /// Path of the Zincati drop-in.
-pub const ZINCATI_DROPIN: &str = "/etc/zincati/config.d/55-drydock-fleetlock.toml";
+pub const ZINCATI_DROPIN: &str = "/etc/zincati/config.d/55-drydock.toml";
 /// Path of the kubelet join placeholder script.
 pub const JOIN_SCRIPT: &str = "/etc/kubernetes/join.sh";
 
@@ -184,6 +181,14 @@ pub fn zincati_dropin(server: &str) -> String {
     )
 }
 
+/// The Zincati drop-in that turns Zincati's updates off: the drydock agent checks,
+/// stages (locked) and finalizes on a grant, and two updaters would fight over the staged
+/// deployment.
+pub const ZINCATI_OFF: &str = "# Written by `drydockctl ignition render`. The drydock agent stages updates and\n\
+# reboots into them when drydock grants it; Zincati must not stage its own.\n\
+[updates]\n\
+enabled = false\n";
+
 /// The kubelet join placeholder: fails loudly until someone puts a real join in it.
 pub const JOIN_SCRIPT_BODY: &str = "#!/bin/sh\n\
 # Placeholder: replace with this cluster's join command, for example\n\
@@ -237,11 +242,11 @@ pub fn render(opts: &Options) -> Result<Value, RenderError> {
             if opts.channel.is_some() {
                 return Err(RenderError::FcosChannel);
             }
-            let server = opts.server.as_deref().ok_or(RenderError::FcosNeedsServer)?;
-            (
-                vec![file(ZINCATI_DROPIN, 0o644, &zincati_dropin(server))],
-                vec![],
-            )
+            let dropin = match opts.server.as_deref() {
+                Some(server) => zincati_dropin(server),
+                None => ZINCATI_OFF.to_string(),
+            };
+            (vec![file(ZINCATI_DROPIN, 0o644, &dropin)], vec![])
         }
     };
     let mut config = json!({
@@ -343,7 +348,13 @@ mod tests {
             e(opts(Os::Fcos, None, Some("https:///path"))),
             RenderError::BadServer(_, "has no host")
         ));
-        assert_eq!(e(opts(Os::Fcos, None, None)), RenderError::FcosNeedsServer);
+        let off = render(&opts(Os::Fcos, None, None)).expect("render");
+        assert_eq!(off["storage"]["files"][0]["path"], ZINCATI_DROPIN);
+        assert_eq!(
+            off["storage"]["files"][0]["contents"]["source"],
+            data_url(ZINCATI_OFF.as_bytes())
+        );
+        assert!(ZINCATI_OFF.contains("[updates]\nenabled = false\n"));
         assert_eq!(
             e(opts(Os::Fcos, Some("next"), Some("http://x"))),
             RenderError::FcosChannel

@@ -244,8 +244,9 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
                 "https://drydock.example.com:8443/v1/update/",
             ],
         ),
+        ("fcos", vec!["--os", "fcos"]),
         (
-            "fcos",
+            "fcos-fleetlock",
             vec!["--os", "fcos", "--server", "http://10.0.0.10:30080"],
         ),
     ]
@@ -323,15 +324,7 @@ fn the_checks_catch_broken_configs() {
 fn the_shipped_configs_are_what_the_command_renders() {
     for (name, args) in [
         ("flatcar-worker", vec!["--os", "flatcar"]),
-        (
-            "fcos-worker",
-            vec![
-                "--os",
-                "fcos",
-                "--server",
-                "http://drydock.example.internal:30080",
-            ],
-        ),
+        ("fcos-worker", vec!["--os", "fcos"]),
     ] {
         let shipped = std::fs::read_to_string(root().join(format!("ignition/{name}.ign")))
             .expect("shipped .ign");
@@ -391,7 +384,6 @@ fn the_shipped_configs_are_what_the_command_renders() {
 #[test]
 fn bad_flags_are_refused_with_the_flag_named() {
     for (args, says) in [
-        (vec!["--os", "fcos"], "--os fcos needs --server"),
         (
             vec!["--os", "flatcar", "--channel", "stable\nSERVER=x"],
             "--channel \"stable\\nSERVER=x\"",
