@@ -354,8 +354,7 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
             .await
             .map_err(|_| anyhow!("the simulated hosts did not all start within 60 s"))?
             .ok_or_else(|| anyhow!("every simulated host exited"))?;
-        let boot = parse_boot(&line)?;
-        if boot == 1 {
+        if parse_host_line(&line)? == HostLine::Boot(1) {
             let m = &mut machines[i];
             m.boots = 1;
             m.agent = Some(start_agent(
@@ -519,10 +518,18 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
         tokio::select! {
             line = boot_rx.recv() => {
                 let Some((i, line)) = line else { bail!("every simulated host exited") };
-                let boot = parse_boot(&line)?;
                 let m = &mut machines[i];
+                // The agent is a process of the host: a power-off ends it, a boot starts it.
+                let boot = match parse_host_line(&line)? {
+                    HostLine::Shutdown => {
+                        if let Some(mut a) = m.agent.take() {
+                            a.stop();
+                        }
+                        continue;
+                    }
+                    HostLine::Boot(b) => b,
+                };
                 if boot > m.boots {
-                    // The agent is a process of the host: a reboot ends it, the boot starts it.
                     if let Some(mut a) = m.agent.take() {
                         a.stop();
                     }
@@ -743,12 +750,23 @@ fn start_agent(
     .with_context(|| format!("starting {}'s drydock-agent", m.name))
 }
 
-fn parse_boot(line: &str) -> anyhow::Result<u32> {
+/// What a simulated host printed: a boot (its number), or the start of a power-off.
+#[derive(Debug, PartialEq, Eq)]
+enum HostLine {
+    Boot(u32),
+    Shutdown,
+}
+
+fn parse_host_line(line: &str) -> anyhow::Result<HostLine> {
     let v: serde_json::Value = serde_json::from_str(line)
         .with_context(|| format!("a simulated host printed {line:?}, not a boot line"))?;
+    if v.get("shutdown").is_some() {
+        return Ok(HostLine::Shutdown);
+    }
     v["boot"]
         .as_u64()
         .and_then(|b| u32::try_from(b).ok())
+        .map(HostLine::Boot)
         .ok_or_else(|| anyhow!("a simulated host's boot line {line:?} has no boot number"))
 }
 
@@ -1038,13 +1056,17 @@ mod tests {
     #[test]
     fn boot_lines_are_read_and_garbage_is_named() {
         assert_eq!(
-            parse_boot(r#"{"boot":2,"slot":"b","version":"4230.0.0","rolled_back":false}"#)
+            parse_host_line(r#"{"boot":2,"slot":"b","version":"4230.0.0","rolled_back":false}"#)
                 .expect("boot"),
-            2
+            HostLine::Boot(2)
         );
-        let e = parse_boot("hello").expect_err("not JSON");
+        assert_eq!(
+            parse_host_line(r#"{"shutdown":1}"#).expect("shutdown"),
+            HostLine::Shutdown
+        );
+        let e = parse_host_line("hello").expect_err("not JSON");
         assert!(e.to_string().contains("\"hello\""), "{e}");
-        let e = parse_boot(r#"{"slot":"a"}"#).expect_err("no number");
+        let e = parse_host_line(r#"{"slot":"a"}"#).expect_err("no number");
         assert!(e.to_string().contains("no boot number"), "{e}");
     }
 }

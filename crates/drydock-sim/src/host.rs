@@ -86,6 +86,8 @@ pub struct SimHost {
     updater: Arc<Mutex<Option<Updater>>>,
     reboot_tx: mpsc::UnboundedSender<bool>,
     boots_tx: watch::Sender<Boot>,
+    /// Power-offs so far: the host's processes (its agent) end at each.
+    shutdowns_tx: watch::Sender<u32>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -269,6 +271,7 @@ impl SimHost {
         reboot_delay: Duration,
     ) -> (SimHost, mpsc::UnboundedReceiver<bool>) {
         let (boots_tx, _) = watch::channel(first);
+        let (shutdowns_tx, _) = watch::channel(0);
         let (reboot_tx, reboot_rx) = mpsc::unbounded_channel();
         let host = SimHost {
             root: root.to_path_buf(),
@@ -284,6 +287,7 @@ impl SimHost {
             engine_root: None,
             reboot_tx,
             boots_tx,
+            shutdowns_tx,
             task: tokio::spawn(async {}),
         };
         (host, reboot_rx)
@@ -408,13 +412,15 @@ impl SimHost {
         let engine = self.engine.clone();
         let ostree = self.ostree.clone();
         let boots_tx = self.boots_tx.clone();
+        let shutdowns_tx = self.shutdowns_tx.clone();
         let logind_slot = self.logind.clone();
         let refuse = self.refuse.clone();
         let updater = self.updater.clone();
         let reboot_tx = self.reboot_tx.clone();
         tokio::spawn(async move {
             while requests.recv().await.is_some() {
-                // Power off: every service leaves the bus.
+                // Power off: the host's processes end, every service leaves the bus.
+                shutdowns_tx.send_modify(|n| *n += 1);
                 let old = updater.lock().ok().and_then(|mut s| s.take());
                 drop(old);
                 if let Ok(mut l) = logind_slot.lock() {
@@ -558,6 +564,13 @@ impl SimHost {
     /// Follows boots: the current one now, each new one as it completes.
     pub fn reboots(&self) -> watch::Receiver<Boot> {
         self.boots_tx.subscribe()
+    }
+
+    /// The number of power-offs so far, changing as each begins: whoever runs the host's
+    /// agent stops it then, as a real shutdown ends every process of the host (an agent
+    /// left running across the downtime could act on the next boot with stale reads).
+    pub fn shutdowns(&self) -> watch::Receiver<u32> {
+        self.shutdowns_tx.subscribe()
     }
 
     /// The host's root directory.

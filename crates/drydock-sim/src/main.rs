@@ -7,8 +7,9 @@
 //! ```
 //!
 //! `host` prints one JSON line per boot on stdout (`{"boot":2,"slot":"b","version":"…",
-//! "rolled_back":false}`): whoever runs the node's agent restarts it on each line after
-//! the first, as a real reboot would. With `--check-ms`, a Flatcar host's update_engine
+//! "rolled_back":false}`) and one as each power-off begins (`{"shutdown":1}`): whoever runs
+//! the node's agent stops it at a shutdown line and starts it at a boot line, as a real
+//! reboot would. With `--check-ms`, a Flatcar host's update_engine
 //! checks its Omaha server on that period by itself, as the real one does (hourly). A
 //! Fedora CoreOS host reads `publish STREAM VERSION` lines on stdin: the remote publishes
 //! that release while the host runs. `omaha` prints its update URL, then serves until
@@ -201,11 +202,21 @@ async fn main() -> std::process::ExitCode {
                     }
                 };
                 let mut boots = host.reboots();
+                let mut downs = host.shutdowns();
+                let b = boots.borrow_and_update().clone();
+                println!("{}", serde_json::json!({"boot": b.number, "slot": b.slot, "version": b.version, "rolled_back": b.rolled_back}));
                 loop {
-                    let b = boots.borrow_and_update().clone();
-                    println!("{}", serde_json::json!({"boot": b.number, "slot": b.slot, "version": b.version, "rolled_back": b.rolled_back}));
                     tokio::select! {
-                        changed = boots.changed() => if changed.is_err() { return Ok(()) },
+                        changed = boots.changed() => {
+                            if changed.is_err() { return Ok(()) }
+                            let b = boots.borrow_and_update().clone();
+                            println!("{}", serde_json::json!({"boot": b.number, "slot": b.slot, "version": b.version, "rolled_back": b.rolled_back}));
+                        }
+                        changed = downs.changed() => {
+                            if changed.is_err() { return Ok(()) }
+                            let n = *downs.borrow_and_update();
+                            println!("{}", serde_json::json!({"shutdown": n}));
+                        }
                         _ = tokio::signal::ctrl_c() => return Ok(()),
                     }
                 }

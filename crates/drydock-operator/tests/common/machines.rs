@@ -123,8 +123,10 @@ fn supervise(
     let node = name.to_string();
     let rootp = root.path().to_path_buf();
     let mut boots = sim.reboots();
+    let mut downs = sim.shutdowns();
     let supervisor = tokio::spawn(async move {
-        // The agent is a process of the host: it dies with each reboot and starts again.
+        // The agent is a process of the host: it dies as the host powers off and starts
+        // again with the next boot.
         loop {
             let conn = match zbus::connection::Builder::address(address.as_str()) {
                 Ok(b) => b.build().await,
@@ -138,11 +140,14 @@ fn supervise(
                 rootp.clone(),
                 checks.clone(),
             );
-            if boots.changed().await.is_err() {
+            if downs.changed().await.is_err() {
                 agent.abort();
                 return;
             }
             agent.abort();
+            if boots.changed().await.is_err() {
+                return;
+            }
         }
     });
     Machine {
