@@ -88,18 +88,8 @@ async fn wait_all_on(env: &TestEnv, names: &[String], version: &str, secs: u64) 
         for n in names {
             let node = api.get(n).await.expect("node");
             let a = node.metadata.annotations.clone().unwrap_or_default();
-            let phase = node
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(keys::PHASE))
-                .cloned()
-                .unwrap_or_default();
-            let cordoned = node
-                .spec
-                .as_ref()
-                .and_then(|s| s.unschedulable)
-                .unwrap_or(false);
+            let phase = phase_of(&node);
+            let cordoned = is_cordoned(&node);
             let on = a.get(keys::BOOTED_VERSION).map(String::as_str) == Some(version);
             if !(on && (phase == "Done" || phase == "Idle") && !cordoned) {
                 pending.push(format!(

@@ -19,6 +19,24 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
+/// The node's drydock phase label ("" when it has none).
+pub fn phase_of(n: &Node) -> String {
+    n.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(keys::PHASE))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Whether the node is cordoned.
+pub fn is_cordoned(n: &Node) -> bool {
+    n.spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false)
+}
+
 /// A control plane with `n` Ready worker nodes `node-0`… (label
 /// `node-role.kubernetes.io/worker`).
 pub async fn workers(n: usize) -> (TestEnv, Vec<String>) {
@@ -55,23 +73,13 @@ pub fn watch_availability(
         let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).touched_objects());
         while let Some(Ok(n)) = stream.next().await {
             let name = n.metadata.name.clone().unwrap_or_default();
-            let phase = n
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(keys::PHASE))
-                .cloned()
-                .unwrap_or_default();
+            let phase = phase_of(&n);
             let ready = n
                 .status
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            let cordoned = n
-                .spec
-                .as_ref()
-                .and_then(|s| s.unschedulable)
-                .unwrap_or(false);
+            let cordoned = is_cordoned(&n);
             let disrupting = matches!(
                 phase.as_str(),
                 "Draining" | "RebootGranted" | "Rebooting" | "Verifying"
