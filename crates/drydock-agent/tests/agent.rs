@@ -99,19 +99,34 @@ async fn annotations(w: &World) -> BTreeMap<String, String> {
 }
 
 async fn wait_annotation(w: &mut World, key: &'static str, want: Option<String>) {
-    let nodes: Api<Node> = Api::all(w.env.client());
     let what = format!("{key} = {want:?}");
-    w.env
-        .wait_for(&what, Duration::from_secs(20), move || {
-            let nodes = nodes.clone();
-            let want = want.clone();
+    wait_annotations(w, &what, move |a| a.get(key) == want.as_ref()).await;
+}
+
+/// Waits until the node's annotations satisfy `check`; on a timeout, fails naming `what`
+/// and showing the agent's message.
+async fn wait_annotations(
+    w: &mut World,
+    what: &str,
+    check: impl Fn(&BTreeMap<String, String>) -> bool + Clone + Send + 'static,
+) {
+    let nodes: Api<Node> = Api::all(w.env.client());
+    let r = w
+        .env
+        .wait_for(what, Duration::from_secs(20), move || {
+            let (nodes, check) = (nodes.clone(), check.clone());
             async move {
                 let n = nodes.get(NODE).await?;
-                Ok(n.metadata.annotations.unwrap_or_default().get(key).cloned() == want)
+                Ok(check(&n.metadata.annotations.unwrap_or_default()))
             }
         })
-        .await
-        .expect("node annotation");
+        .await;
+    if let Err(e) = r {
+        panic!(
+            "{e}; the node's agent message is {:?}",
+            annotations(w).await.get(keys::AGENT_MESSAGE)
+        );
+    }
 }
 
 /// Stages 4230.0.0 through the host's update_engine, as a periodic check would.
@@ -542,30 +557,13 @@ async fn canned() -> Canned {
 }
 
 async fn wait_message(w: &mut World, needle: &str) {
-    let nodes: Api<Node> = Api::all(w.env.client());
     let what = format!("agent-message containing {needle:?}");
     let needle = needle.to_string();
-    let r = w
-        .env
-        .wait_for(&what, Duration::from_secs(20), move || {
-            let nodes = nodes.clone();
-            let needle = needle.clone();
-            async move {
-                let n = nodes.get(NODE).await?;
-                Ok(n.metadata
-                    .annotations
-                    .unwrap_or_default()
-                    .get(keys::AGENT_MESSAGE)
-                    .is_some_and(|m| m.contains(&needle)))
-            }
-        })
-        .await;
-    if let Err(e) = r {
-        panic!(
-            "{e}; the node says {:?}",
-            annotations(w).await.get(keys::AGENT_MESSAGE)
-        );
-    }
+    wait_annotations(w, &what, move |a| {
+        a.get(keys::AGENT_MESSAGE)
+            .is_some_and(|m| m.contains(&needle))
+    })
+    .await;
 }
 
 #[tokio::test]
