@@ -69,16 +69,6 @@ fn record_boots(machines: &[Machine]) -> Boots {
     boots
 }
 
-async fn annotations(env: &TestEnv, name: &str) -> std::collections::BTreeMap<String, String> {
-    Api::<Node>::all(env.client())
-        .get(name)
-        .await
-        .expect("node")
-        .metadata
-        .annotations
-        .unwrap_or_default()
-}
-
 /// Waits until every node runs `version` and is Done (or Idle) and uncordoned.
 async fn wait_all_on(env: &TestEnv, names: &[String], version: &str, secs: u64) {
     let api: Api<Node> = Api::all(env.client());
@@ -144,7 +134,7 @@ async fn coreos_agents_stage_the_pinned_release_from_the_graph_through_barriers_
     // Pinned to B while the graph offers the barrier C.
     wait_all_on(&env, &names, B, 120).await;
     for n in &names {
-        let a = annotations(&env, n).await;
+        let a = node_annotations(&env, n).await;
         assert_eq!(a.get(keys::VERSION_PIN).map(String::as_str), Some(B), "{n}");
     }
     {
@@ -181,7 +171,7 @@ async fn coreos_agents_stage_the_pinned_release_from_the_graph_through_barriers_
         }
     }
     for n in &names {
-        let a = annotations(&env, n).await;
+        let a = node_annotations(&env, n).await;
         assert_eq!(
             a.get(keys::VERSION_PIN).map(String::as_str),
             Some("<=41.20251126")

@@ -94,13 +94,8 @@ fn staged(m: &Machine) -> bool {
 }
 
 async fn booted(env: &TestEnv, name: &str) -> Option<String> {
-    let api: Api<Node> = Api::all(env.client());
-    api.get(name)
+    node_annotations(env, name)
         .await
-        .expect("node")
-        .metadata
-        .annotations
-        .unwrap_or_default()
         .get(keys::BOOTED_VERSION)
         .cloned()
 }

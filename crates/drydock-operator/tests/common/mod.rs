@@ -19,6 +19,17 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
+/// The node's annotations, read now.
+pub async fn node_annotations(env: &TestEnv, name: &str) -> BTreeMap<String, String> {
+    Api::<Node>::all(env.client())
+        .get(name)
+        .await
+        .expect("node")
+        .metadata
+        .annotations
+        .unwrap_or_default()
+}
+
 /// The node's drydock phase label ("" when it has none).
 pub fn phase_of(n: &Node) -> String {
     n.metadata
