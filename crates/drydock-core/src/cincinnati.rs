@@ -346,6 +346,32 @@ pub fn choose(graph: &Graph, booted: &str, pin: Option<&VersionPin>) -> Decision
     )))
 }
 
+/// The graph document to give a client that should stage exactly `target` from its booted
+/// commit `booted`: the booted release and the target, with upstream's metadata, joined by
+/// one edge. With no target, the booted release alone (no update). A client that follows
+/// edges, as Zincati does, then stages what [`choose`] chose and nothing else; a booted
+/// commit upstream does not list gives an empty graph.
+pub fn offer_document(graph: &Graph, booted: &str, target: Option<&Target>) -> Value {
+    let release = |r: &Release| serde_json::json!({"version": r.version, "payload": r.payload, "metadata": r.metadata});
+    let Some(here) = graph
+        .nodes
+        .iter()
+        .find(|n| n.is_checksum() && n.payload == booted)
+    else {
+        return serde_json::json!({"nodes": [], "edges": []});
+    };
+    let there = target.and_then(|t| {
+        graph
+            .nodes
+            .iter()
+            .find(|n| n.is_checksum() && n.payload == t.checksum)
+    });
+    match there {
+        Some(t) => serde_json::json!({"nodes": [release(here), release(t)], "edges": [[0, 1]]}),
+        None => serde_json::json!({"nodes": [release(here)], "edges": []}),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,5 +518,29 @@ mod tests {
             err(json!({"nodes": []})),
             "the update graph's edges: is missing or not an array"
         );
+    }
+
+    #[test]
+    fn an_offer_document_leads_an_edge_following_client_to_the_chosen_release_only() {
+        let g = graph();
+        let pinned = choose(&g, &sum(A), Some(&pin(B)));
+        let Choice::Stage(t) = pinned.choice else {
+            panic!("expected a target");
+        };
+        let doc = offer_document(&g, &sum(A), Some(&t));
+        let back = Graph::parse(doc.to_string().as_bytes()).expect("a valid graph");
+        assert_eq!(back.nodes.len(), 2);
+        assert_eq!(back.edges, vec![(0, 1)]);
+        assert_eq!(back.nodes[1].version, B);
+        // Upstream's metadata travels with the releases.
+        assert_eq!(back.nodes[0], g.nodes[0]);
+        assert_eq!(back.nodes[1], g.nodes[1]);
+        // What a client chooses from it is what drydock chose.
+        assert_eq!(staged(choose(&back, &sum(A), None)), B);
+        let none =
+            Graph::parse(offer_document(&g, &sum(E), None).to_string().as_bytes()).expect("graph");
+        assert_eq!((none.nodes.len(), none.edges.len()), (1, 0));
+        let unknown = offer_document(&g, "not-a-commit", None);
+        assert_eq!(unknown, serde_json::json!({"nodes": [], "edges": []}));
     }
 }

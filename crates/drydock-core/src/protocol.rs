@@ -85,6 +85,9 @@ pub mod keys {
     /// The pool's version pin, carried to the node: a CoreOS agent stages only releases
     /// it allows. Absent when the pool has no pin.
     pub const VERSION_PIN: &str = "drydock.dev/version-pin";
+    /// Annotation (the operator's Zincati endpoints): the release the pinned update graph
+    /// last offered a node that Zincati updates; a FleetLock `pre-reboot` stages it.
+    pub const ZINCATI_OFFER: &str = "drydock.dev/zincati-offer";
 
     // Person annotations.
     /// Set (to a reason) to hold the node; remove to let it go.
