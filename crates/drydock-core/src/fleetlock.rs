@@ -258,10 +258,9 @@ pub fn pre_reboot(state: &NodeState, boot_id: &str) -> Result<u64, ProtocolError
     let op = &state.operator;
     if matches!(op.phase(), Phase::RebootGranted | Phase::Rebooting)
         && op.grant_boot_id.as_deref() == Some(boot_id)
+        && let Some(token) = op.token
     {
-        if let Some(token) = op.token {
-            return Ok(token);
-        }
+        return Ok(token);
     }
     if !state.agent.has_staged_update() {
         return Err(ProtocolError::new(

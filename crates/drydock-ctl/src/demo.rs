@@ -421,6 +421,8 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
             "1s".into(),
             "--log-format".into(),
             "json".into(),
+            "--cincinnati-upstream".into(),
+            "none".into(),
             "--omaha-upstream".into(),
         ];
         args.push(

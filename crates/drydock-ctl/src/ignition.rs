@@ -5,8 +5,9 @@
 //!   `GROUP` (the channel) and optionally `SERVER` (drydock's Omaha endpoint), and a
 //!   kubelet join placeholder to fill in.
 //! - Fedora CoreOS: a Zincati drop-in. By default it turns Zincati's updates off, since
-//!   the drydock agent stages and applies them; with `--server` it instead sets Zincati's
-//!   `fleet_lock` strategy with that FleetLock base URL, for fleets that keep Zincati.
+//!   the drydock agent stages and applies them; with `--server` (the drydock operator's
+//!   URL) it instead points Zincati's update graph and its `fleet_lock` strategy there,
+//!   for fleets that keep Zincati.
 //!
 //! Files are embedded as `data:` URLs with a `sha512-` verification hash of their bytes
 //! (no compression, so the hash is that of the file as written); modes are decimal, as
@@ -168,11 +169,17 @@ pub fn update_conf(channel: &str, server: Option<&str>) -> String {
     s
 }
 
-/// The Zincati drop-in that hands reboot decisions to drydock's FleetLock endpoint.
+/// The Zincati drop-in that points Zincati at the drydock operator for both its update
+/// graph (so it stages only what the pool's pin and the rollout allow) and its reboot lock
+/// (FleetLock).
 pub fn zincati_dropin(server: &str) -> String {
     format!(
-        "# Written by `drydockctl ignition render`. Zincati asks drydock before every reboot\n\
+        "# Written by `drydockctl ignition render`. Zincati asks drydock which release to\n\
+         # stage (GET /v1/graph, pinned per pool), asks before every reboot\n\
          # (POST /v1/pre-reboot) and reports back after it (POST /v1/steady-state).\n\
+         [cincinnati]\n\
+         base_url = \"{server}\"\n\
+         \n\
          [updates]\n\
          strategy = \"fleet_lock\"\n\
          \n\
@@ -321,7 +328,14 @@ mod tests {
         assert_eq!(c["storage"]["files"][0]["path"], ZINCATI_DROPIN);
         let dropin = zincati_dropin("https://fleetlock.example.com");
         assert!(dropin.contains("strategy = \"fleet_lock\""));
-        assert!(dropin.contains("base_url = \"https://fleetlock.example.com\""));
+        assert_eq!(
+            dropin
+                .matches("base_url = \"https://fleetlock.example.com\"")
+                .count(),
+            2,
+            "both the graph and the lock: {dropin}"
+        );
+        assert!(dropin.contains("[cincinnati]"));
         assert!(c.get("systemd").is_none());
     }
 

@@ -5,13 +5,17 @@
 //! passes ([`controller::Leader`]): plan, then cordon, drain through the Eviction API
 //! ([`drain`]), grant reboots, verify, uncordon — each an idempotent server-side apply of
 //! the node's operator state, so a new leader resumes any step from what the API says.
-//! `/metrics` ([`metrics`]), `/healthz` and `/readyz` are served by every replica.
+//! `/metrics` ([`metrics`]), `/healthz` and `/readyz` are served by every replica, and
+//! with them the Omaha proxy for Flatcar ([`omaha_proxy`]) and the update graph and
+//! FleetLock server for Zincati ([`zincati`]).
 
 pub mod controller;
 pub mod drain;
 pub mod leader;
 pub mod metrics;
 pub mod omaha_proxy;
+pub mod upstream;
+pub mod zincati;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +47,9 @@ pub struct Config {
     pub drain_poll: Duration,
     /// Serve the Omaha proxy at `/v1/update/` on `listen`, asking this upstream.
     pub omaha: Option<omaha_proxy::ProxyConfig>,
+    /// Serve Zincati's pinned update graph (`/v1/graph`) and FleetLock
+    /// (`/v1/pre-reboot`, `/v1/steady-state`) on `listen`, asking this upstream graph.
+    pub zincati: Option<zincati::ZincatiConfig>,
 }
 
 /// Why the operator stopped.
@@ -51,8 +58,8 @@ pub enum OperatorError {
     /// The HTTP listener could not be opened.
     #[error("listening on {0}: {1}")]
     Listen(SocketAddr, #[source] std::io::Error),
-    /// The Omaha proxy's HTTP client could not be built.
-    #[error("the Omaha proxy's HTTP client: {0}")]
+    /// An upstream HTTP client could not be built.
+    #[error("an upstream HTTP client: {0}")]
     Http(#[source] reqwest::Error),
     /// A watch ended (it should run forever).
     #[error("the {0} watch ended")]
@@ -69,6 +76,7 @@ async fn serve_http(
     listener: tokio::net::TcpListener,
     state: HttpState,
     proxy: Option<omaha_proxy::Proxy>,
+    zincati: Option<zincati::Zincati>,
 ) {
     use axum::http::StatusCode;
     use axum::routing::{get, post};
@@ -80,6 +88,14 @@ async fn serve_http(
                 drydock_core::omaha::MAX_REQUEST_BYTES,
             ))
             .with_state(p),
+        None => axum::Router::new(),
+    };
+    let zincati = match zincati {
+        Some(z) => axum::Router::new()
+            .route("/v1/graph", get(zincati::graph))
+            .route("/v1/pre-reboot", post(zincati::pre_reboot))
+            .route("/v1/steady-state", post(zincati::steady_state))
+            .with_state(z),
         None => axum::Router::new(),
     };
     let app = axum::Router::new()
@@ -111,7 +127,8 @@ async fn serve_http(
             ),
         )
         .with_state(state)
-        .merge(omaha);
+        .merge(omaha)
+        .merge(zincati);
     if let Err(e) = axum::serve(listener, app).await {
         warn!(error = %e, "the HTTP server stopped");
     }
@@ -139,6 +156,16 @@ pub async fn run(cfg: Config) -> Result<(), OperatorError> {
             }
             None => None,
         };
+        let zincati = match &cfg.zincati {
+            Some(z) => {
+                info!(%addr, upstream = %z.upstream, "serving Zincati's update graph at /v1/graph and FleetLock at /v1/pre-reboot, /v1/steady-state");
+                Some(
+                    zincati::Zincati::new(z, cfg.client.clone(), fleet.clone(), metrics.clone())
+                        .map_err(OperatorError::Http)?,
+                )
+            }
+            None => None,
+        };
         info!(%addr, "serving /metrics, /healthz, /readyz");
         let http = tokio::spawn(serve_http(
             listener,
@@ -147,6 +174,7 @@ pub async fn run(cfg: Config) -> Result<(), OperatorError> {
                 ready: ready.clone(),
             },
             proxy,
+            zincati,
         ));
         guards.push(AbortOnDrop(vec![http.abort_handle()]));
     }

@@ -74,9 +74,14 @@ struct Args {
     /// server); `none` turns the proxy off.
     #[arg(long, default_value = drydock_operator::omaha_proxy::PUBLIC_FLATCAR, value_parser = parse_upstream)]
     omaha_upstream: String,
-    /// How long one upstream Omaha request may take.
+    /// How long one upstream request (Omaha, or the Cincinnati graph) may take.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     omaha_timeout: Duration,
+    /// The Cincinnati update graph Zincati's requests are answered from (the operator
+    /// serves a pinned /v1/graph and FleetLock at /v1/pre-reboot, /v1/steady-state);
+    /// `none` turns both off.
+    #[arg(long, default_value = drydock_operator::zincati::PUBLIC_FCOS, value_parser = parse_upstream)]
+    cincinnati_upstream: String,
     /// A kubeconfig file; default: in-cluster configuration, then the usual kubeconfig.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
@@ -151,6 +156,12 @@ fn main() -> ExitCode {
             omaha: (args.omaha_upstream != "none").then(|| {
                 drydock_operator::omaha_proxy::ProxyConfig {
                     upstream: args.omaha_upstream.clone(),
+                    timeout: args.omaha_timeout,
+                }
+            }),
+            zincati: (args.cincinnati_upstream != "none").then(|| {
+                drydock_operator::zincati::ZincatiConfig {
+                    upstream: args.cincinnati_upstream.clone(),
                     timeout: args.omaha_timeout,
                 }
             }),

@@ -66,6 +66,7 @@ struct Inner {
     write_errors: u64,
     channels: BTreeMap<String, u64>,
     omaha: BTreeMap<String, u64>,
+    zincati: BTreeMap<(String, String), u64>,
 }
 
 /// The registry; cheap to update from the control loop.
@@ -124,6 +125,17 @@ impl Metrics {
     /// `withheld-<why>`, `upstream-<problem>`, `bad-request`, `events`).
     pub fn omaha(&self, outcome: &str) {
         self.with(|i| *i.omaha.entry(outcome.to_string()).or_default() += 1);
+    }
+
+    /// A request from Zincati (`graph`, `pre-reboot`, `steady-state`) ended with `outcome`
+    /// (`offered`, `no-update`, `granted`, `waiting`, `steady`, `unknown-id`, a protocol
+    /// error kind, `upstream-<problem>`).
+    pub fn zincati(&self, endpoint: &'static str, outcome: &str) {
+        self.with(|i| {
+            *i.zincati
+                .entry((endpoint.to_string(), outcome.to_string()))
+                .or_default() += 1
+        });
     }
 
     /// An action was applied.
@@ -250,6 +262,16 @@ impl Metrics {
                 "drydock_omaha_requests_total{{outcome=\"{outcome}\"}} {n}"
             );
         }
+        let _ = writeln!(
+            o,
+            "# HELP drydock_zincati_requests_total Zincati's requests (update graph and FleetLock) by endpoint and outcome.\n# TYPE drydock_zincati_requests_total counter"
+        );
+        for ((endpoint, outcome), n) in &i.zincati {
+            let _ = writeln!(
+                o,
+                "drydock_zincati_requests_total{{endpoint=\"{endpoint}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
         o
     }
 }
@@ -266,6 +288,7 @@ mod tests {
         m.planned(Duration::from_millis(3));
         m.eviction("workers", "blocked");
         m.leader(true);
+        m.zincati("pre-reboot", "granted");
         let mut nodes = BTreeMap::new();
         nodes.insert(("workers".to_string(), "Done".to_string()), 3);
         m.set_nodes(nodes);
@@ -281,6 +304,9 @@ mod tests {
         assert!(text.contains("drydock_planner_duration_seconds_count 1"));
         assert!(text.contains("drydock_evictions_total{pool=\"workers\",outcome=\"blocked\"} 1"));
         assert!(text.contains("drydock_leader 1"));
+        assert!(text.contains(
+            "drydock_zincati_requests_total{endpoint=\"pre-reboot\",outcome=\"granted\"} 1"
+        ));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').expect("name value");
             assert!(value.parse::<f64>().is_ok(), "{line}");

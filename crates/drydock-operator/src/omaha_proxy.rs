@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 use crate::controller::Fleet;
 use crate::metrics::Metrics;
+use crate::upstream::{UpstreamError, fetch};
 
 /// The public Flatcar update server.
 pub const PUBLIC_FLATCAR: &str = "https://public.update.flatcar-linux.net/v1/update/";
@@ -119,18 +120,14 @@ fn node_by_machine_id(nodes: &[Arc<Node>], machine_id: &str) -> Option<Arc<Node>
 
 /// Why upstream gave no usable answer.
 enum Upstream {
-    Unreachable(String),
-    Status(u16),
-    TooLarge,
+    Failed(UpstreamError),
     NotText,
 }
 
 impl Upstream {
     fn outcome(&self) -> &'static str {
         match self {
-            Upstream::Unreachable(_) => "upstream-unreachable",
-            Upstream::Status(_) => "upstream-status",
-            Upstream::TooLarge => "upstream-too-large",
+            Upstream::Failed(e) => e.outcome(),
             Upstream::NotText => "upstream-malformed",
         }
     }
@@ -139,42 +136,21 @@ impl Upstream {
 impl std::fmt::Display for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Upstream::Unreachable(e) => write!(f, "cannot reach upstream: {e}"),
-            Upstream::Status(s) => write!(f, "upstream answered HTTP {s}"),
-            Upstream::TooLarge => write!(f, "upstream's answer is over {MAX_UPSTREAM_BYTES} bytes"),
+            Upstream::Failed(e) => e.fmt(f),
             Upstream::NotText => write!(f, "upstream's answer is not UTF-8"),
         }
     }
 }
 
 async fn ask_upstream(p: &Proxy, body: String) -> Result<String, Upstream> {
-    let mut r = p
+    let request = p
         .http
         .post(&p.upstream)
         .header(header::CONTENT_TYPE, "text/xml")
-        .body(body)
-        .send()
+        .body(body);
+    let buf = fetch(request, MAX_UPSTREAM_BYTES)
         .await
-        .map_err(|e| Upstream::Unreachable(e.to_string()))?;
-    if !r.status().is_success() {
-        return Err(Upstream::Status(r.status().as_u16()));
-    }
-    if r.content_length()
-        .is_some_and(|l| l > MAX_UPSTREAM_BYTES as u64)
-    {
-        return Err(Upstream::TooLarge);
-    }
-    let mut buf = Vec::new();
-    while let Some(chunk) = r
-        .chunk()
-        .await
-        .map_err(|e| Upstream::Unreachable(e.to_string()))?
-    {
-        if buf.len() + chunk.len() > MAX_UPSTREAM_BYTES {
-            return Err(Upstream::TooLarge);
-        }
-        buf.extend_from_slice(&chunk);
-    }
+        .map_err(Upstream::Failed)?;
     String::from_utf8(buf).map_err(|_| Upstream::NotText)
 }
 

@@ -33,23 +33,6 @@ fn policy(extra: &str) -> String {
     )
 }
 
-fn free_addr() -> std::net::SocketAddr {
-    let port = drydock_testenv::free_port().expect("a free port");
-    std::net::SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-async fn wait_proxy_ready(http: &reqwest::Client, addr: std::net::SocketAddr) {
-    for _ in 0..200 {
-        if let Ok(r) = http.get(format!("http://{addr}/readyz")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the operator at {addr} did not become ready");
-}
-
 async fn metrics(http: &reqwest::Client, addr: std::net::SocketAddr) -> String {
     http.get(format!("http://{addr}/metrics"))
         .send()
@@ -118,10 +101,13 @@ async fn a_pin_holds_the_fleet_then_downloads_follow_the_rollout_and_channels_fo
         &env,
         "op-a",
         Some(addr),
-        Some(ProxyConfig {
-            upstream: upstream.url(),
-            timeout: Duration::from_secs(5),
-        }),
+        Upstreams {
+            omaha: Some(ProxyConfig {
+                upstream: upstream.url(),
+                timeout: Duration::from_secs(5),
+            }),
+            zincati: None,
+        },
     );
     let http = reqwest::Client::new();
     wait_proxy_ready(&http, addr).await;
@@ -347,10 +333,13 @@ async fn wrong_requests_and_a_broken_upstream_get_exact_answers() {
             &env,
             &format!("op-{i}"),
             Some(addr),
-            Some(ProxyConfig {
-                upstream,
-                timeout: Duration::from_secs(2),
-            }),
+            Upstreams {
+                omaha: Some(ProxyConfig {
+                    upstream,
+                    timeout: Duration::from_secs(2),
+                }),
+                zincati: None,
+            },
         );
         wait_proxy_ready(&http, addr).await;
         let url = format!("http://{addr}/v1/update/");

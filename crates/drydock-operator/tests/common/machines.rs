@@ -205,15 +205,24 @@ pub fn replica_on(
     identity: &str,
     listen: Option<std::net::SocketAddr>,
 ) -> JoinHandle<()> {
-    replica_with(env, identity, listen, None)
+    replica_with(env, identity, listen, Upstreams::default())
 }
 
-/// A replica serving HTTP on `listen`, with the Omaha proxy asking `omaha`.
+/// The upstream servers a replica's endpoints ask (None: that endpoint is off).
+#[derive(Default)]
+pub struct Upstreams {
+    /// Omaha, for the proxy at `/v1/update/`.
+    pub omaha: Option<drydock_operator::omaha_proxy::ProxyConfig>,
+    /// Cincinnati, for Zincati's `/v1/graph` and FleetLock.
+    pub zincati: Option<drydock_operator::zincati::ZincatiConfig>,
+}
+
+/// A replica serving HTTP on `listen`, with the endpoints that ask `upstreams`.
 pub fn replica_with(
     env: &TestEnv,
     identity: &str,
     listen: Option<std::net::SocketAddr>,
-    omaha: Option<drydock_operator::omaha_proxy::ProxyConfig>,
+    upstreams: Upstreams,
 ) -> JoinHandle<()> {
     let cfg = drydock_operator::Config {
         client: env.client(),
@@ -229,7 +238,8 @@ pub fn replica_with(
         },
         listen,
         drain_poll: Duration::from_secs(1),
-        omaha,
+        omaha: upstreams.omaha,
+        zincati: upstreams.zincati,
     };
     tokio::spawn(async move {
         if let Err(e) = drydock_operator::run(cfg).await {

@@ -239,3 +239,22 @@ pub async fn wait_config_error(env: &mut TestEnv, needle: &str) {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// A free loopback address for a replica's HTTP endpoints.
+pub fn free_addr() -> std::net::SocketAddr {
+    let port = drydock_testenv::free_port().expect("a free port");
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Waits until the replica at `addr` answers `/readyz` with 200 (its caches are synced).
+pub async fn wait_proxy_ready(http: &reqwest::Client, addr: std::net::SocketAddr) {
+    for _ in 0..200 {
+        if let Ok(r) = http.get(format!("http://{addr}/readyz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the operator at {addr} did not become ready");
+}
