@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub use process::{Component, start as start_process, start_piped as start_piped_process};
@@ -30,6 +30,11 @@ pub const BIN_ENV: &str = "DRYDOCK_CLUSTER_BIN";
 /// Annotation that hands a node to kwok.
 pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
 const STAGES: &str = include_str!("../stages/kwok-stages.yaml");
+
+/// While a KWOK node carries this annotation, KWOK leaves its `Ready` condition as a test
+/// set it (e.g. `False`), as a kubelet that stopped reporting would; remove the annotation
+/// and KWOK reports the node Ready again. See [`TestEnv::set_not_ready`].
+pub const NOT_READY_ANNOTATION: &str = "testenv.drydock.dev/not-ready";
 const BINARIES: [&str; 6] = [
     "etcd",
     "kube-apiserver",
@@ -92,6 +97,9 @@ impl NodeSpec {
 /// A running control plane.
 pub struct TestEnv {
     components: Vec<Component>,
+    /// How each component was started (binary and arguments), for [`TestEnv::restart`].
+    specs: Vec<(PathBuf, Vec<String>)>,
+    restarts: std::collections::HashMap<String, u32>,
     client: kube::Client,
     kubeconfig: PathBuf,
     dir: tempfile::TempDir,
@@ -211,6 +219,8 @@ impl TestEnv {
 
         let mut env = TestEnv {
             components: Vec::new(),
+            specs: Vec::new(),
+            restarts: Default::default(),
             client: kube::Client::try_from(kube::Config::new(
                 server
                     .parse()
@@ -324,6 +334,39 @@ impl TestEnv {
     fn spawn(&mut self, bin: &Path, name: &str, args: Vec<String>) -> Result<(), Error> {
         let c = process::start(name, &bin.join(name), &args, &self.dir.path().join("logs"))?;
         self.components.push(c);
+        self.specs.push((bin.join(name), args));
+        Ok(())
+    }
+
+    /// Kills a component (SIGKILL), keeps it down for `down`, and starts it again with the
+    /// same arguments, as a crash and a restart would; for the API server, waits until it
+    /// is ready again. Its log goes on in `NAME.restart-N.log`. For fault injection.
+    pub async fn restart(&mut self, name: &str, down: Duration) -> Result<(), Error> {
+        let i = self
+            .components
+            .iter()
+            .position(|c| c.name == name)
+            .ok_or_else(|| Error::Start(name.into(), "no such component".into()))?;
+        self.components[i].stop();
+        tokio::time::sleep(down).await;
+        let (program, args) = self.specs[i].clone();
+        let n = self.restarts.entry(name.to_string()).or_insert(0);
+        *n += 1;
+        let mut c = process::start(
+            &format!("{name}.restart-{n}"),
+            &program,
+            &args,
+            &self.dir.path().join("logs"),
+        )?;
+        c.name = name.to_string();
+        self.components[i] = c;
+        if name == "kube-apiserver" {
+            self.wait_ready(
+                "kube-apiserver /readyz after a restart",
+                Duration::from_secs(90),
+            )
+            .await?;
+        }
         Ok(())
     }
 
@@ -420,6 +463,37 @@ impl TestEnv {
             }))
             .map_err(|e| Error::Kubeconfig(format!("building node {}: {e}", n.name)))?;
             api.create(&PostParams::default(), &node).await?;
+        }
+        Ok(())
+    }
+
+    /// Holds a KWOK node NotReady (`not_ready`), or lets KWOK report it Ready again.
+    pub async fn set_not_ready(&self, node: &str, not_ready: bool) -> Result<(), Error> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let mark = if not_ready {
+            serde_json::json!({"metadata": {"annotations": {NOT_READY_ANNOTATION: "true"}}})
+        } else {
+            serde_json::json!({"metadata": {"annotations": {NOT_READY_ANNOTATION: null}}})
+        };
+        api.patch(node, &PatchParams::default(), &Patch::Merge(&mark))
+            .await?;
+        if not_ready {
+            let now = jiff::Timestamp::now().to_string();
+            let status = serde_json::json!({"status": {"conditions": [{
+                "type": "Ready", "status": "False", "reason": "KubeletStopped",
+                "message": "held NotReady by a test", "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+            }]}});
+            api.patch_status(node, &PatchParams::default(), &Patch::Strategic(&status))
+                .await?;
+        } else {
+            // KWOK initialises it again at once; a Ready=Unknown nudge makes that certain.
+            let status = serde_json::json!({"status": {"conditions": [{
+                "type": "Ready", "status": "Unknown", "reason": "KubeletStarting",
+                "message": "released by a test",
+            }]}});
+            api.patch_status(node, &PatchParams::default(), &Patch::Strategic(&status))
+                .await?;
         }
         Ok(())
     }

@@ -113,3 +113,56 @@ fn killing_the_owner_process_kills_the_plane() {
     owner.wait().expect("reap the owner");
     wait_all_gone(&pids, Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn faults_a_node_held_not_ready_stays_so_and_the_api_server_comes_back_after_a_restart() {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::Api;
+    let mut env = TestEnv::start().await.expect("control plane");
+    let names = env
+        .add_ready_nodes("n", 1, &[], Duration::from_secs(60))
+        .await
+        .expect("node");
+    let api: Api<Node> = Api::all(env.client());
+    let ready = |n: &Node| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status.clone())
+    };
+    env.set_not_ready(&names[0], true).await.expect("hold");
+    // KWOK would initialise a NotReady node again at once; held, it must stay NotReady.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let n = api.get(&names[0]).await.expect("node");
+    assert_eq!(ready(&n).as_deref(), Some("False"));
+    env.set_not_ready(&names[0], false).await.expect("release");
+    env.wait_nodes_ready(&names, Duration::from_secs(30))
+        .await
+        .expect("Ready again once released");
+
+    let before = env
+        .components()
+        .iter()
+        .find(|c| c.name == "kube-apiserver")
+        .map(|c| c.pid())
+        .expect("apiserver");
+    env.restart("kube-apiserver", Duration::from_millis(500))
+        .await
+        .expect("restart");
+    let after = env
+        .components()
+        .iter()
+        .find(|c| c.name == "kube-apiserver")
+        .map(|c| c.pid())
+        .expect("apiserver");
+    assert_ne!(before, after, "a new process");
+    assert!(!alive(before), "the old one is gone");
+    // The same client works again: same port, same certificates, same etcd.
+    let n = api
+        .get(&names[0])
+        .await
+        .expect("the node, read through the new API server");
+    assert_eq!(ready(&n).as_deref(), Some("True"));
+    env.check_alive().expect("every component runs");
+}
