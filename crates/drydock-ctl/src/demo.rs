@@ -79,6 +79,8 @@ pub struct Options {
     pub bin_dir: Option<PathBuf>,
     /// Keep the work directory (logs, host files) at the end.
     pub keep: bool,
+    /// Inject faults during the rollout, drawn from this seed ([`crate::chaos`]).
+    pub chaos: Option<u64>,
 }
 
 /// The demo's policy: a control-plane pool one at a time, workers two at a time after a
@@ -102,6 +104,97 @@ pools:
     maxUnavailable: 2
     canary: 1
 "#;
+
+/// The policy of a chaos run: as the demo's, but a reboot that does not come back within
+/// 20 s fails the node, and failures do not halt the pools, so one delayed reboot shows
+/// as one Failed node while the rest of the rollout goes on.
+pub const CHAOS_POLICY: &str = r#"# drydockctl demo --chaos: faults are injected during the rollout.
+channel: stable
+maxUnavailable: 1
+drain:
+  timeout: 3m
+  onTimeout: hold
+health:
+  readyTimeout: 20s
+  bake: 5s
+  haltAfterFailures: 10
+pools:
+  - name: control-plane
+    nodeSelector: {node-role.kubernetes.io/control-plane: ""}
+  - name: workers
+    nodeSelector:
+      matchExpressions:
+        - {key: node-role.kubernetes.io/worker, operator: Exists}
+    maxUnavailable: 2
+    canary: 1
+"#;
+
+/// How long a delayed reboot keeps the host frozen: past [`CHAOS_POLICY`]'s readyTimeout.
+const FREEZE: Duration = Duration::from_secs(26);
+
+/// What a chaos run undoes or restarts later.
+#[derive(Debug)]
+enum Pending {
+    Operator(usize),
+    Agent(usize),
+    Thaw(usize),
+    Ready(String),
+}
+
+/// A chaos run's state: the schedule still to come, what to undo, what was injected.
+struct Chaos {
+    seed: u64,
+    rng: crate::chaos::Rng,
+    queue: std::collections::VecDeque<(Instant, crate::chaos::Fault)>,
+    pending: Vec<(Instant, Pending)>,
+    injected: Vec<serde_json::Value>,
+    started: Instant,
+}
+
+impl Chaos {
+    fn new(seed: u64, published: Instant) -> Chaos {
+        let mut rng = crate::chaos::Rng::new(seed);
+        let queue = crate::chaos::schedule(&mut rng)
+            .into_iter()
+            .map(|(at, f)| (published + at, f))
+            .collect();
+        Chaos {
+            seed,
+            rng,
+            queue,
+            pending: Vec::new(),
+            injected: Vec::new(),
+            started: published,
+        }
+    }
+
+    fn record(&mut self, fault: crate::chaos::Fault, target: &str, ui: &mut Display) {
+        self.note(fault, target, false, ui);
+    }
+
+    fn note(&mut self, fault: crate::chaos::Fault, target: &str, skipped: bool, ui: &mut Display) {
+        let at = (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+        ui.say(&format!("chaos: {} ({target})", fault.name()));
+        self.injected.push(
+            json!({"at_seconds": at, "fault": fault.name(), "target": target, "skipped": skipped}),
+        );
+    }
+
+    fn finished(&self) -> bool {
+        self.queue.is_empty() && self.pending.is_empty()
+    }
+}
+
+fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .with_context(|| format!("kill -{sig} {pid}"))?;
+    if !status.success() {
+        bail!("kill -{sig} {pid}: {status}");
+    }
+    Ok(())
+}
 
 /// The binaries the demo runs.
 struct Bins {
@@ -149,6 +242,10 @@ struct Machine {
     /// The host's stdin (Fedora CoreOS: where releases are published).
     stdin: Option<std::process::ChildStdin>,
     boots: u32,
+    /// Powered off (between a shutdown line and the next boot).
+    down: bool,
+    /// Chaos: freeze the host at its next power-off.
+    delay_armed: bool,
 }
 
 /// What the independent observer saw.
@@ -163,10 +260,14 @@ struct Observed {
 }
 
 /// How the demo ended.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Summary {
-    /// Whether every node was updated and nothing was violated.
+    /// Whether every node was updated (under chaos: settled) and nothing was violated.
     pub passed: bool,
+    /// The faults injected, by kind name (chaos runs).
+    pub faults: Vec<String>,
+    /// Every invariant broken, in words.
+    pub violations: Vec<String>,
 }
 
 struct Display {
@@ -246,7 +347,12 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
         last: String::new(),
     };
     let (from, to) = opts.os.versions();
-    let policy = Policy::from_yaml(POLICY).map_err(|e| anyhow!("the demo policy: {e}"))?;
+    let policy_text = if opts.chaos.is_some() {
+        CHAOS_POLICY
+    } else {
+        POLICY
+    };
+    let policy = Policy::from_yaml(policy_text).map_err(|e| anyhow!("the demo policy: {e}"))?;
 
     ui.say("starting the control plane: etcd, kube-apiserver, controller-manager, scheduler, kwok");
     let mut env = TestEnv::start()
@@ -296,7 +402,7 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
     cms.create(
         &PostParams::default(),
         &serde_json::from_value(json!({"metadata": {"name": "drydock-config"},
-            "data": {"config.yaml": POLICY}}))?,
+            "data": {"config.yaml": policy_text}}))?,
     )
     .await
     .context("creating the drydock-config ConfigMap")?;
@@ -400,6 +506,7 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
     ));
 
     let mut operators = Vec::new();
+    let mut op_args = Vec::new();
     let mut metrics_urls = Vec::new();
     for (i, port) in ports.into_iter().enumerate() {
         let mut args = vec![
@@ -434,6 +541,7 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
             start_process(&format!("operator-{i}"), &bins.operator, &args, &logs)
                 .context("starting drydock-operator")?,
         );
+        op_args.push(args);
         metrics_urls.push(format!("http://127.0.0.1:{port}/metrics"));
     }
     let http = reqwest::Client::builder()
@@ -515,6 +623,12 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
         opts.workers
     );
 
+    let mut chaos = opts.chaos.map(|seed| Chaos::new(seed, published));
+    let mut op_down = vec![false; operators.len()];
+    let mut op_restarts = 0u32;
+    let mut read_failures = 0u32;
+    // Nodes drydock is rebooting or verifying, from the last read (NotReady targets).
+    let mut rebooting: Vec<String> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let makespan = loop {
         tokio::select! {
@@ -524,13 +638,24 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
                 // The agent is a process of the host: a power-off ends it, a boot starts it.
                 let boot = match parse_host_line(&line)? {
                     HostLine::Shutdown => {
+                        m.down = true;
                         if let Some(mut a) = m.agent.take() {
                             a.stop();
+                        }
+                        if let Some(c) = chaos.as_mut()
+                            && m.delay_armed
+                        {
+                            m.delay_armed = false;
+                            signal(m.host.pid(), "STOP")?;
+                            c.pending.push((Instant::now() + FREEZE, Pending::Thaw(i)));
+                            let name = m.name.clone();
+                            c.record(crate::chaos::Fault::DelayReboot, &format!("{name} frozen {} s at power-off", FREEZE.as_secs()), &mut ui);
                         }
                         continue;
                     }
                     HostLine::Boot(b) => b,
                 };
+                m.down = false;
                 if boot > m.boots {
                     if let Some(mut a) = m.agent.take() {
                         a.stop();
@@ -541,16 +666,153 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
             }
             _ = tick.tick() => {
                 for (i, op) in operators.iter_mut().enumerate() {
+                    if op_down[i] {
+                        continue;
+                    }
                     if let Some(how) = op.exited() {
                         bail!("drydock-operator-{i} exited ({how}); its log: {}", op.log.display());
                     }
                 }
-                let live = cluster.read().await?;
+                if let Some(c) = chaos.as_mut() {
+                    use crate::chaos::Fault;
+                    let now = Instant::now();
+                    // Undo and restart what is due.
+                    let (due, later): (Vec<_>, Vec<_>) = c.pending.drain(..).partition(|(t, _)| *t <= now);
+                    c.pending = later;
+                    for (_, p) in due {
+                        match p {
+                            Pending::Operator(i) => {
+                                op_restarts += 1;
+                                operators[i] = start_process(&format!("operator-{i}-restart{op_restarts}"), &bins.operator, &op_args[i], &logs)
+                                    .context("restarting drydock-operator")?;
+                                op_down[i] = false;
+                            }
+                            Pending::Agent(i) => {
+                                let m = &mut machines[i];
+                                if m.agent.is_none() && !m.down {
+                                    m.agent = Some(start_agent(bins, m, &kubeconfig, &logs, graph_url.as_deref())?);
+                                }
+                            }
+                            Pending::Thaw(i) => signal(machines[i].host.pid(), "CONT")?,
+                            Pending::Ready(n) => env.set_not_ready(&n, false).await.with_context(|| format!("letting {n} be Ready"))?,
+                        }
+                    }
+                    // The next fault, when due; a fault without a target yet waits up to 30 s.
+                    if let Some(&(at, fault)) = c.queue.front()
+                        && at <= now
+                    {
+                        let overdue = now.duration_since(at) > Duration::from_secs(30);
+                        let done = match fault {
+                            Fault::KillLeader => {
+                                let mut leader = None;
+                                for (i, u) in metrics_urls.iter().enumerate() {
+                                    if !op_down[i]
+                                        && let Ok(text) = scrape(&http, u).await
+                                        && text.lines().any(|l| l == "drydock_leader 1")
+                                    {
+                                        leader = Some(i);
+                                    }
+                                }
+                                match leader {
+                                    Some(i) => {
+                                        operators[i].stop();
+                                        op_down[i] = true;
+                                        let back = c.rng.millis(500, 3_000);
+                                        c.pending.push((now + back, Pending::Operator(i)));
+                                        c.record(fault, &format!("drydock-operator-{i}, back after {} ms", back.as_millis()), &mut ui);
+                                        true
+                                    }
+                                    None => false,
+                                }
+                            }
+                            Fault::KillAgent => {
+                                let up: Vec<usize> = (0..machines.len()).filter(|&i| machines[i].agent.is_some() && !machines[i].down).collect();
+                                if up.is_empty() {
+                                    false
+                                } else {
+                                    let i = up[c.rng.below(up.len())];
+                                    if let Some(mut a) = machines[i].agent.take() {
+                                        a.stop();
+                                    }
+                                    let back = c.rng.millis(1_000, 4_000);
+                                    c.pending.push((now + back, Pending::Agent(i)));
+                                    let name = machines[i].name.clone();
+                                    c.record(fault, &format!("{name}'s agent, back after {} ms", back.as_millis()), &mut ui);
+                                    true
+                                }
+                            }
+                            Fault::NodeNotReady => {
+                                if rebooting.is_empty() {
+                                    false
+                                } else {
+                                    let n = rebooting[c.rng.below(rebooting.len())].clone();
+                                    env.set_not_ready(&n, true).await.with_context(|| format!("holding {n} NotReady"))?;
+                                    let back = c.rng.millis(3_000, 8_000);
+                                    c.pending.push((now + back, Pending::Ready(n.clone())));
+                                    c.record(fault, &format!("{n} for {} ms", back.as_millis()), &mut ui);
+                                    true
+                                }
+                            }
+                            Fault::RestartApiServer => {
+                                let down = c.rng.millis(1_000, 3_000);
+                                c.record(fault, &format!("down {} ms", down.as_millis()), &mut ui);
+                                env.restart("kube-apiserver", down).await.context("restarting kube-apiserver")?;
+                                true
+                            }
+                            Fault::DelayReboot => {
+                                let fresh: Vec<usize> = (0..machines.len()).filter(|&i| machines[i].boots == 1 && !machines[i].down).collect();
+                                if fresh.is_empty() {
+                                    false
+                                } else {
+                                    let i = fresh[c.rng.below(fresh.len())];
+                                    machines[i].delay_armed = true;
+                                    true
+                                }
+                            }
+                        };
+                        if done || overdue {
+                            if !done {
+                                c.note(fault, "skipped: no target within 30 s", true, &mut ui);
+                            }
+                            c.queue.pop_front();
+                        }
+                    }
+                }
+                let live = match cluster.read().await {
+                    Ok(l) => {
+                        read_failures = 0;
+                        l
+                    }
+                    Err(e) => {
+                        // The API server may be restarting; give it a minute.
+                        read_failures += 1;
+                        if read_failures > 60 {
+                            return Err(e.context("reading the cluster for a minute"));
+                        }
+                        continue;
+                    }
+                };
+                rebooting = live
+                    .snapshot
+                    .nodes()
+                    .iter()
+                    .filter(|n| {
+                        let (st, _) = parse_node_state(&n.labels, &n.annotations);
+                        matches!(st.operator.phase, Some(Phase::RebootGranted | Phase::Rebooting | Phase::Verifying))
+                    })
+                    .map(|n| n.name.clone())
+                    .collect();
                 let now = jiff::Timestamp::now();
                 let plan = drydock_core::plan(&live.snapshot, &live.policy, now);
                 let s = status::build(&live.snapshot, &live.policy, &plan, now, live.policy_warning);
                 ui.show(&s, &header);
-                if all_updated(&live.snapshot, to) && s.nodes.iter().all(|n| n.done) {
+                let finished = match &chaos {
+                    // A chaos run ends when every fault was injected and undone and
+                    // every node is settled: updated, or Held/Failed with a reason.
+                    Some(c) => c.finished() && unsettled(&live.snapshot, to).is_empty() && machines.iter().all(|m| !m.down),
+                    None => all_updated(&live.snapshot, to) && s.nodes.iter().all(|n| n.done),
+                };
+                if finished {
                     break published.elapsed();
                 }
                 if published.elapsed() > opts.timeout {
@@ -600,8 +862,41 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
     let over_limit = limits
         .iter()
         .any(|(p, (_, limit))| obs.peak.get(p).copied().unwrap_or(0) > *limit);
-    let passed =
-        updated == names.len() && !over_limit && obs.violations.is_empty() && twice.is_empty();
+    // What drydock must never leave behind, faults or not.
+    let left_cordoned: Vec<String> = live
+        .snapshot
+        .nodes()
+        .iter()
+        .filter(|n| {
+            let (st, _) = parse_node_state(&n.labels, &n.annotations);
+            n.unschedulable && st.operator.cordoned
+        })
+        .map(|n| n.name.clone())
+        .collect();
+    let unsettled = unsettled(&live.snapshot, to);
+    let mut violations: Vec<String> = Vec::new();
+    for (p, (_, limit)) in &limits {
+        let peak = obs.peak.get(p).copied().unwrap_or(0);
+        if peak > *limit {
+            violations.push(format!(
+                "pool {p}: {peak} nodes unavailable at once, limit {limit}"
+            ));
+        }
+    }
+    violations.extend(obs.violations.iter().map(|v| format!("PDB {v}")));
+    violations.extend(
+        twice
+            .iter()
+            .map(|n| format!("{n} rebooted more than once for one update")),
+    );
+    violations.extend(
+        left_cordoned
+            .iter()
+            .map(|n| format!("{n} left cordoned by drydock")),
+    );
+    violations.extend(unsettled.iter().cloned());
+    let all_there = chaos.is_some() || updated == names.len();
+    let passed = all_there && violations.is_empty() && !over_limit;
     let summary = json!({
         "os": opts.os.name(),
         "from": from,
@@ -619,6 +914,9 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
         "pdb_status_updates_seen": obs.pdb_updates,
         "reboots": reboots,
         "rebooted_more_than_once": twice,
+        "left_cordoned": left_cordoned,
+        "violations": violations,
+        "chaos": chaos.as_ref().map(|c| json!({"seed": c.seed, "faults": c.injected})),
         "passed": passed,
     });
     drop(obs);
@@ -636,7 +934,20 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
     drop(operators);
     drop(machines);
     drop(env);
-    Ok(Summary { passed })
+    Ok(Summary {
+        passed,
+        faults: chaos
+            .as_ref()
+            .map(|c| {
+                c.injected
+                    .iter()
+                    .filter(|f| f["skipped"] != true)
+                    .filter_map(|f| f["fault"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        violations,
+    })
 }
 
 /// Aborts the observer's tasks when dropped (also on an early return or Ctrl-C).
@@ -710,6 +1021,8 @@ fn start_machine(
         agent: None,
         stdin,
         boots: 0,
+        down: false,
+        delay_armed: false,
     })
 }
 
@@ -863,6 +1176,30 @@ async fn operator_counts(
 fn booted(n: &drydock_core::snapshot::NodeSnapshot) -> Option<String> {
     let (state, _) = parse_node_state(&n.labels, &n.annotations);
     state.agent.booted_version.map(|v| v.to_string())
+}
+
+/// Nodes that are neither updated (on `to`, Done or Idle, uncordoned) nor Held or Failed
+/// with a reason, each with what it shows instead.
+fn unsettled(s: &drydock_core::snapshot::Snapshot, to: &str) -> Vec<String> {
+    s.nodes()
+        .iter()
+        .filter_map(|n| {
+            let (st, _) = parse_node_state(&n.labels, &n.annotations);
+            let phase = st.operator.phase();
+            let updated = booted(n).as_deref() == Some(to)
+                && matches!(phase, Phase::Done | Phase::Idle)
+                && !n.unschedulable;
+            let stopped_with_reason = matches!(phase, Phase::Held | Phase::Failed)
+                && st.operator.reason.as_deref().is_some_and(|r| !r.is_empty());
+            (!updated && !stopped_with_reason).then(|| {
+                format!(
+                    "{} is neither updated nor Held/Failed with a reason: {phase}, booted {}",
+                    n.name,
+                    booted(n).unwrap_or_else(|| "?".into())
+                )
+            })
+        })
+        .collect()
 }
 
 fn all_updated(s: &drydock_core::snapshot::Snapshot, to: &str) -> bool {
@@ -1034,6 +1371,34 @@ fn print_summary(s: &serde_json::Value) {
                 .join(", "))
             .unwrap_or_else(|| "none".into())
     );
+    if let Some(faults) = s["chaos"]["faults"].as_array() {
+        let names: Vec<String> = faults
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}{}",
+                    f["fault"].as_str().unwrap_or("?"),
+                    if f["skipped"] == true {
+                        " (skipped)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect();
+        println!(
+            "  chaos                seed {}: {}",
+            s["chaos"]["seed"],
+            names.join(", ")
+        );
+    }
+    if let Some(v) = s["violations"].as_array()
+        && !v.is_empty()
+    {
+        for line in v {
+            println!("  VIOLATION            {}", line.as_str().unwrap_or("?"));
+        }
+    }
     println!(
         "  result               {}",
         if s["passed"] == true {

@@ -3,6 +3,7 @@
 //! Exit status: 0 success; 1 the input was read but is invalid (a policy with errors);
 //! 2 an input could not be read at all (missing file, not YAML/JSON, not a `v1` List).
 
+mod chaos;
 mod demo;
 mod dump;
 mod ignition;
@@ -156,6 +157,14 @@ struct DemoArgs {
     /// Keep the work directory (every process's log, the hosts' files) afterwards.
     #[arg(long)]
     keep: bool,
+    /// Inject faults during the rollout, drawn from this seed: kill the leading operator,
+    /// kill an agent, hold a rebooting node NotReady, restart the API server, delay a
+    /// reboot past its timeout. The same seed injects the same faults.
+    #[arg(long, value_name = "SEED")]
+    chaos: Option<u64>,
+    /// With --chaos: this many runs, seeds SEED, SEED+1, …; prints the tally at the end.
+    #[arg(long, default_value_t = 1, requires = "chaos")]
+    runs: u64,
 }
 
 fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
@@ -536,16 +545,9 @@ fn release_cmd(cli: &Cli, args: &ReleaseArgs) -> Result<(), Failure> {
     })
 }
 
-/// Runs the demo; Ctrl-C drops it, which stops every process it started.
+/// Runs the demo (or a series of chaos runs); Ctrl-C drops it, which stops every process
+/// it started.
 fn demo_cmd(args: &DemoArgs) -> ExitCode {
-    let opts = demo::Options {
-        workers: args.nodes,
-        os: args.os,
-        timeout: args.timeout,
-        summary: args.summary.clone(),
-        bin_dir: args.bin_dir.clone(),
-        keep: args.keep,
-    };
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(_) => {
@@ -553,23 +555,75 @@ fn demo_cmd(args: &DemoArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let outcome = rt.block_on(async {
-        tokio::select! {
-            r = demo::run(opts) => Some(r),
-            _ = tokio::signal::ctrl_c() => None,
+    let runs = if args.chaos.is_some() {
+        args.runs.max(1)
+    } else {
+        1
+    };
+    let mut tally: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut failed: Vec<String> = Vec::new();
+    let mut violations = 0usize;
+    for run in 0..runs {
+        let seed = args.chaos.map(|s| s.wrapping_add(run));
+        let summary_path = match (&args.summary, seed) {
+            (Some(p), Some(seed)) if runs > 1 => {
+                Some(p.with_extension(format!("seed-{seed}.json")))
+            }
+            (p, _) => p.clone(),
+        };
+        let opts = demo::Options {
+            workers: args.nodes,
+            os: args.os,
+            timeout: args.timeout,
+            summary: summary_path,
+            bin_dir: args.bin_dir.clone(),
+            keep: args.keep,
+            chaos: seed,
+        };
+        let outcome = rt.block_on(async {
+            tokio::select! {
+                r = demo::run(opts) => Some(r),
+                _ = tokio::signal::ctrl_c() => None,
+            }
+        });
+        match outcome {
+            None => {
+                eprintln!("drydockctl demo: interrupted; everything it started is stopped");
+                return ExitCode::from(130);
+            }
+            Some(Ok(s)) => {
+                for f in &s.faults {
+                    *tally.entry(f.clone()).or_default() += 1;
+                }
+                violations += s.violations.len();
+                if !s.passed {
+                    failed.push(seed.map_or_else(|| "the demo".into(), |x| format!("seed {x}")));
+                }
+            }
+            Some(Err(e)) => {
+                eprintln!("drydockctl demo: {e:#}");
+                if runs == 1 {
+                    return ExitCode::from(2);
+                }
+                failed.push(format!("seed {} (could not run: {e:#})", seed.unwrap_or(0)));
+            }
         }
-    });
-    match outcome {
-        None => {
-            eprintln!("drydockctl demo: interrupted; everything it started is stopped");
-            ExitCode::from(130)
-        }
-        Some(Ok(s)) if s.passed => ExitCode::SUCCESS,
-        Some(Ok(_)) => ExitCode::from(1),
-        Some(Err(e)) => {
-            eprintln!("drydockctl demo: {e:#}");
-            ExitCode::from(2)
-        }
+    }
+    if let Some(first) = args.chaos {
+        let report = serde_json::json!({
+            "runs": runs,
+            "seeds": format!("{first}..={}", first.wrapping_add(runs - 1)),
+            "faults_injected": tally.values().sum::<u64>(),
+            "faults_by_kind": tally,
+            "violations": violations,
+            "failed": failed,
+        });
+        println!("\nchaos: {report:#}");
+    }
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

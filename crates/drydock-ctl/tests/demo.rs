@@ -212,3 +212,76 @@ fn ctrl_c_mid_rollout_stops_everything_it_started() {
     );
     assert_eq!(tagged(&tag), Vec::<u32>::new(), "processes left behind");
 }
+
+/// The short chaos suite: two seeded runs, each injecting every kind of fault once during
+/// the rollout (the leader killed, an agent killed, a rebooting node held NotReady, the
+/// API server restarted, a reboot frozen past its readyTimeout). The independent observer
+/// must see no invariant broken. The long suite is the same command with more `--runs`.
+#[test]
+fn chaos_runs_inject_every_fault_and_break_no_invariant() {
+    let tag = unique_tag("chaos");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let summary = dir.path().join("chaos.json");
+    let out = demo_command(&tag, &["--nodes", "3", "--chaos", "101", "--runs", "2"])
+        .arg("--summary")
+        .arg(&summary)
+        .output()
+        .expect("drydockctl demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "chaos failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("\"faults_injected\": 10") && stdout.contains("\"violations\": 0"),
+        "the tally: {stdout}"
+    );
+    for seed in [101, 102] {
+        let path = summary.with_extension(format!("seed-{seed}.json"));
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("a summary per seed"))
+                .expect("JSON");
+        assert_eq!(s["chaos"]["seed"], seed);
+        let mut kinds: Vec<&str> = s["chaos"]["faults"]
+            .as_array()
+            .expect("faults")
+            .iter()
+            .filter(|f| f["skipped"] == false)
+            .filter_map(|f| f["fault"].as_str())
+            .collect();
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            vec![
+                "delay-reboot",
+                "kill-agent",
+                "kill-leader",
+                "node-not-ready",
+                "restart-apiserver"
+            ],
+            "seed {seed}: {s:#}"
+        );
+        assert_eq!(s["violations"], serde_json::json!([]), "seed {seed}: {s:#}");
+        assert_eq!(s["left_cordoned"], serde_json::json!([]), "seed {seed}");
+        assert_eq!(s["pdb_violations"], 0, "seed {seed}");
+        assert_eq!(
+            s["rebooted_more_than_once"],
+            serde_json::json!([]),
+            "seed {seed}"
+        );
+        for p in s["pools"].as_array().expect("pools") {
+            assert!(
+                p["peak_unavailable"].as_u64() <= p["max_unavailable"].as_u64(),
+                "seed {seed}: {p}"
+            );
+        }
+        assert_eq!(s["passed"], true);
+    }
+    assert!(
+        tagged(&tag).is_empty(),
+        "processes left: {:?}",
+        tagged(&tag)
+    );
+}
