@@ -59,12 +59,12 @@ fn unique_tag(name: &str) -> String {
     format!("{name}-{}-{:?}", std::process::id(), Instant::now())
 }
 
-fn run_to_summary(tag: &str, args: &[&str]) -> (serde_json::Value, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let summary = dir.path().join("summary.json");
+/// Runs the demo with `--summary summary` and `args`; fails with its output unless it
+/// exits 0; returns its stdout.
+fn run_demo(tag: &str, args: &[&str], summary: &Path) -> String {
     let out = demo_command(tag, args)
         .arg("--summary")
-        .arg(&summary)
+        .arg(summary)
         .output()
         .expect("drydockctl demo runs");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -74,6 +74,13 @@ fn run_to_summary(tag: &str, args: &[&str]) -> (serde_json::Value, String) {
         "demo failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
+    stdout
+}
+
+fn run_to_summary(tag: &str, args: &[&str]) -> (serde_json::Value, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let summary = dir.path().join("summary.json");
+    let stdout = run_demo(tag, args, &summary);
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&summary).expect("summary written"))
             .expect("summary is JSON");
@@ -222,17 +229,10 @@ fn chaos_runs_inject_every_fault_and_break_no_invariant() {
     let tag = unique_tag("chaos");
     let dir = tempfile::tempdir().expect("tempdir");
     let summary = dir.path().join("chaos.json");
-    let out = demo_command(&tag, &["--nodes", "3", "--chaos", "101", "--runs", "2"])
-        .arg("--summary")
-        .arg(&summary)
-        .output()
-        .expect("drydockctl demo runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "chaos failed ({}):\n{stdout}\n{stderr}",
-        out.status
+    let stdout = run_demo(
+        &tag,
+        &["--nodes", "3", "--chaos", "101", "--runs", "2"],
+        &summary,
     );
     assert!(
         stdout.contains("\"faults_injected\": 10") && stdout.contains("\"violations\": 0"),

@@ -406,13 +406,21 @@ fn ok() -> Response {
         .into_response()
 }
 
-/// `POST /v1/pre-reboot`: may this node reboot now?
-pub async fn pre_reboot(State(z): State<Zincati>, headers: HeaderMap, body: Body) -> Response {
+/// A FleetLock request: checks it, finds the node, lets `decide` settle the stand-in
+/// status and the answer (an outcome for the metric, or the 409 to send), records the
+/// status, and answers 200 `{}` or the 409.
+async fn fleetlock_request(
+    z: &Zincati,
+    endpoint: &'static str,
+    headers: &HeaderMap,
+    body: Body,
+    decide: impl FnOnce(&Resolved) -> (AgentStatus, Result<&'static str, ProtocolError>),
+) -> Response {
     let fail = |e: ProtocolError| {
-        z.metrics.zincati("pre-reboot", e.kind);
+        z.metrics.zincati(endpoint, e.kind);
         json_error(&e)
     };
-    let params = match read_request(&headers, body).await {
+    let params = match read_request(headers, body).await {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
@@ -420,58 +428,49 @@ pub async fn pre_reboot(State(z): State<Zincati>, headers: HeaderMap, body: Body
         Ok(r) => r,
         Err(e) => return fail(e),
     };
-    let mut status =
-        fleetlock::standin_status(&r.state.agent, &r.booted, &r.boot_id, r.offer.as_ref());
-    let mut state = r.state.clone();
-    state.agent = status.clone();
-    match fleetlock::pre_reboot(&state, &r.boot_id) {
-        Ok(token) => {
-            status.reboot_ack = Some(token);
-            if let Err(e) = z.write(&r, &status, r.offer.as_ref()).await {
-                return fail(e);
-            }
-            info!(node = %r.name, group = %params.group, token, "Zincati may reboot");
-            z.metrics.zincati("pre-reboot", "granted");
+    let (status, answer) = decide(&r);
+    if let Err(e) = z.write(&r, &status, r.offer.as_ref()).await {
+        return fail(e);
+    }
+    match answer {
+        Ok(outcome) => {
+            info!(node = %r.name, group = %params.group, endpoint, outcome, "FleetLock");
+            z.metrics.zincati(endpoint, outcome);
             ok()
         }
         Err(wait) => {
-            if let Err(e) = z.write(&r, &status, r.offer.as_ref()).await {
-                return fail(e);
-            }
-            z.metrics.zincati("pre-reboot", "waiting");
+            z.metrics.zincati(endpoint, "waiting");
             json_error(&wait)
         }
     }
 }
 
-/// `POST /v1/steady-state`: the node booted and Zincati reports it steady.
+/// `POST /v1/pre-reboot`: may this node reboot now? Records the offered release as
+/// staged, and acknowledges the grant when there is one.
+pub async fn pre_reboot(State(z): State<Zincati>, headers: HeaderMap, body: Body) -> Response {
+    fleetlock_request(&z, "pre-reboot", &headers, body, |r| {
+        let mut status =
+            fleetlock::standin_status(&r.state.agent, &r.booted, &r.boot_id, r.offer.as_ref());
+        let mut state = r.state.clone();
+        state.agent = status.clone();
+        let answer = fleetlock::pre_reboot(&state, &r.boot_id).map(|token| {
+            status.reboot_ack = Some(token);
+            "granted"
+        });
+        (status, answer)
+    })
+    .await
+}
+
+/// `POST /v1/steady-state`: the node booted and Zincati reports it steady. Records the
+/// kubelet's boot, and holds Zincati until drydock has verified it.
 pub async fn steady_state(State(z): State<Zincati>, headers: HeaderMap, body: Body) -> Response {
-    let fail = |e: ProtocolError| {
-        z.metrics.zincati("steady-state", e.kind);
-        json_error(&e)
-    };
-    let params = match read_request(&headers, body).await {
-        Ok(p) => p,
-        Err(e) => return fail(e),
-    };
-    let r = match z.resolve(&params.id) {
-        Ok(r) => r,
-        Err(e) => return fail(e),
-    };
-    let status = fleetlock::standin_status(&r.state.agent, &r.booted, &r.boot_id, None);
-    if let Err(e) = z.write(&r, &status, r.offer.as_ref()).await {
-        return fail(e);
-    }
-    let mut state = r.state.clone();
-    state.agent = status;
-    match fleetlock::steady_state(&state, &r.boot_id) {
-        Ok(()) => {
-            z.metrics.zincati("steady-state", "steady");
-            ok()
-        }
-        Err(wait) => {
-            z.metrics.zincati("steady-state", "waiting");
-            json_error(&wait)
-        }
-    }
+    fleetlock_request(&z, "steady-state", &headers, body, |r| {
+        let status = fleetlock::standin_status(&r.state.agent, &r.booted, &r.boot_id, None);
+        let mut state = r.state.clone();
+        state.agent = status.clone();
+        let answer = fleetlock::steady_state(&state, &r.boot_id).map(|()| "steady");
+        (status, answer)
+    })
+    .await
 }

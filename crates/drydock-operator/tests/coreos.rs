@@ -15,9 +15,6 @@ use std::time::Duration;
 use drydock_core::protocol::keys;
 use drydock_sim::cincinnati::{CincinnatiServer, ReleaseSpec};
 use drydock_sim::host::{FcosOptions, fcos_ref};
-use drydock_testenv::TestEnv;
-use k8s_openapi::api::core::v1::Node;
-use kube::api::Api;
 
 mod common;
 use common::machines::*;
@@ -67,39 +64,6 @@ fn record_boots(machines: &[Machine]) -> Boots {
         });
     }
     boots
-}
-
-/// Waits until every node runs `version` and is Done (or Idle) and uncordoned.
-async fn wait_all_on(env: &TestEnv, names: &[String], version: &str, secs: u64) {
-    let api: Api<Node> = Api::all(env.client());
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let mut pending = Vec::new();
-        for n in names {
-            let node = api.get(n).await.expect("node");
-            let a = node.metadata.annotations.clone().unwrap_or_default();
-            let phase = phase_of(&node);
-            let cordoned = is_cordoned(&node);
-            let on = a.get(keys::BOOTED_VERSION).map(String::as_str) == Some(version);
-            if !(on && (phase == "Done" || phase == "Idle") && !cordoned) {
-                pending.push(format!(
-                    "{n}: booted {:?}, phase {phase}, cordoned {cordoned}, reason {:?}, agent {:?}",
-                    a.get(keys::BOOTED_VERSION),
-                    a.get(keys::REASON),
-                    a.get(keys::AGENT_MESSAGE)
-                ));
-            }
-        }
-        if pending.is_empty() {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not every node reached {version} within {secs} s:\n{}",
-            pending.join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -162,37 +162,6 @@ fn newest_edge(graph: &Value, booted: &str) -> Option<String> {
         .and_then(|n| n["version"].as_str().map(str::to_string))
 }
 
-/// Waits until every node's kubelet reports `version` and drydock is done with it.
-async fn wait_all_on(env: &TestEnv, names: &[String], version: &str, secs: u64) {
-    let api: Api<Node> = Api::all(env.client());
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let mut pending = Vec::new();
-        for n in names {
-            let node = api.get(n).await.expect("node");
-            let a = node.metadata.annotations.clone().unwrap_or_default();
-            let phase = phase_of(&node);
-            let on = a.get(keys::BOOTED_VERSION).map(String::as_str) == Some(version);
-            if !(on && phase == "Done" && !is_cordoned(&node)) {
-                pending.push(format!(
-                    "{n}: booted {:?}, phase {phase}, reason {:?}",
-                    a.get(keys::BOOTED_VERSION),
-                    a.get(keys::REASON),
-                ));
-            }
-        }
-        if pending.is_empty() {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not every node reached {version} within {secs} s:\n{}",
-            pending.join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
 async fn operator_for_zincati(env: &TestEnv, upstream: String) -> String {
     let addr = free_addr();
     let _op = replica_with(

@@ -258,3 +258,37 @@ pub async fn wait_proxy_ready(http: &reqwest::Client, addr: std::net::SocketAddr
     }
     panic!("the operator at {addr} did not become ready");
 }
+
+/// Waits until every node reports `version` booted and is Done (or Idle) and uncordoned;
+/// on timeout, fails naming each node's version, phase, reason and agent message.
+pub async fn wait_all_on(env: &TestEnv, names: &[String], version: &str, secs: u64) {
+    let api: Api<Node> = Api::all(env.client());
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let mut pending = Vec::new();
+        for n in names {
+            let node = api.get(n).await.expect("node");
+            let a = node.metadata.annotations.clone().unwrap_or_default();
+            let phase = phase_of(&node);
+            let cordoned = is_cordoned(&node);
+            let on = a.get(keys::BOOTED_VERSION).map(String::as_str) == Some(version);
+            if !(on && (phase == "Done" || phase == "Idle") && !cordoned) {
+                pending.push(format!(
+                    "{n}: booted {:?}, phase {phase}, cordoned {cordoned}, reason {:?}, agent {:?}",
+                    a.get(keys::BOOTED_VERSION),
+                    a.get(keys::REASON),
+                    a.get(keys::AGENT_MESSAGE)
+                ));
+            }
+        }
+        if pending.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every node reached {version} within {secs} s:\n{}",
+            pending.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
