@@ -186,10 +186,11 @@ fn ctrl_c_mid_rollout_stops_everything_it_started() {
         seen.join("\n")
     );
     let running = tagged(&tag);
-    // drydockctl, 5 control-plane processes, and per node a bus, a host and an agent,
-    // and 2 operators.
+    // drydockctl, 5 control-plane processes, per node a bus and a host, 2 operators, and
+    // the agents: one per node, except on a host powered off for its reboot (the agent
+    // ends with its host), so at least one fewer than the nodes while one reboots.
     assert!(
-        running.len() >= 1 + 5 + 3 * 3 + 2,
+        running.len() >= 1 + 5 + 3 * 2 + 2 + 2,
         "expected the whole demo running, found {} processes",
         running.len()
     );
