@@ -105,31 +105,20 @@ pools:
     canary: 1
 "#;
 
-/// The policy of a chaos run: as the demo's, but a reboot that does not come back within
+/// The demo policy's `health` block, which a chaos run replaces.
+const HEALTH: &str = "health:\n  readyTimeout: 2m\n  bake: 5s\n";
+
+/// The policy of a chaos run: the demo's, but a reboot that does not come back within
 /// 20 s fails the node, and failures do not halt the pools, so one delayed reboot shows
 /// as one Failed node while the rest of the rollout goes on.
-pub const CHAOS_POLICY: &str = r#"# drydockctl demo --chaos: faults are injected during the rollout.
-channel: stable
-maxUnavailable: 1
-drain:
-  timeout: 3m
-  onTimeout: hold
-health:
-  readyTimeout: 20s
-  bake: 5s
-  haltAfterFailures: 10
-pools:
-  - name: control-plane
-    nodeSelector: {node-role.kubernetes.io/control-plane: ""}
-  - name: workers
-    nodeSelector:
-      matchExpressions:
-        - {key: node-role.kubernetes.io/worker, operator: Exists}
-    maxUnavailable: 2
-    canary: 1
-"#;
+pub fn chaos_policy() -> String {
+    POLICY.replace(
+        HEALTH,
+        "health:\n  readyTimeout: 20s\n  bake: 5s\n  haltAfterFailures: 10\n",
+    )
+}
 
-/// How long a delayed reboot keeps the host frozen: past [`CHAOS_POLICY`]'s readyTimeout.
+/// How long a delayed reboot keeps the host frozen: past [`chaos_policy`]'s readyTimeout.
 const FREEZE: Duration = Duration::from_secs(26);
 
 /// What a chaos run undoes or restarts later.
@@ -348,10 +337,11 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
     };
     let (from, to) = opts.os.versions();
     let policy_text = if opts.chaos.is_some() {
-        CHAOS_POLICY
+        chaos_policy()
     } else {
-        POLICY
+        POLICY.to_string()
     };
+    let policy_text = policy_text.as_str();
     let policy = Policy::from_yaml(policy_text).map_err(|e| anyhow!("the demo policy: {e}"))?;
 
     ui.say("starting the control plane: etcd, kube-apiserver, controller-manager, scheduler, kwok");
@@ -1418,6 +1408,19 @@ mod tests {
         let p = Policy::from_yaml(POLICY).expect("valid");
         assert_eq!(p.pool("workers").map(|w| w.canary), Some(1));
         assert!(p.pool("control-plane").is_some());
+    }
+
+    #[test]
+    fn the_chaos_policy_is_the_demos_with_a_short_ready_timeout_and_no_halt() {
+        assert!(POLICY.contains(HEALTH), "the block chaos_policy replaces");
+        let demo = Policy::from_yaml(POLICY).expect("valid");
+        let chaos = Policy::from_yaml(&chaos_policy()).expect("valid");
+        let workers = chaos.pool("workers").expect("workers");
+        assert_eq!(workers.health.ready_timeout, Duration::from_secs(20));
+        assert_eq!(workers.health.halt_after_failures, 10);
+        assert!(FREEZE > workers.health.ready_timeout);
+        assert_eq!(workers.canary, demo.pool("workers").map_or(0, |w| w.canary));
+        assert_eq!(workers.health.bake, Duration::from_secs(5));
     }
 
     #[test]

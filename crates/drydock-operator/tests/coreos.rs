@@ -146,11 +146,9 @@ async fn coreos_agents_stage_the_pinned_release_from_the_graph_through_barriers_
             "{n} says why it stays on D: {msg:?}"
         );
     }
-    let peak = observed
-        .lock()
-        .expect("observed")
-        .peak
-        .get("workers")
-        .copied();
-    assert_eq!(peak, Some(1), "never more than maxUnavailable 1 at once");
+    assert_eq!(
+        peak(&observed, "workers"),
+        Some(1),
+        "never more than maxUnavailable 1 at once"
+    );
 }

@@ -240,13 +240,11 @@ async fn zincati_nodes_reach_the_pinned_release_through_fleetlock_one_at_a_time(
             assert_eq!(l.boots[n], vec![B, C], "{n} booted B then C, each once");
         }
     }
-    let peak = observed
-        .lock()
-        .expect("observed")
-        .peak
-        .get("workers")
-        .copied();
-    assert_eq!(peak, Some(1), "never more than maxUnavailable 1 at once");
+    assert_eq!(
+        peak(&observed, "workers"),
+        Some(1),
+        "never more than maxUnavailable 1 at once"
+    );
     // Upstream was asked for the node's stream and architecture only.
     let requests = upstream.requests();
     assert!(!requests.is_empty());

@@ -141,21 +141,18 @@ async fn faults_a_node_held_not_ready_stays_so_and_the_api_server_comes_back_aft
         .await
         .expect("Ready again once released");
 
-    let before = env
-        .components()
-        .iter()
-        .find(|c| c.name == "kube-apiserver")
-        .map(|c| c.pid())
-        .expect("apiserver");
+    let apiserver = |env: &TestEnv| {
+        env.components()
+            .iter()
+            .find(|c| c.name == "kube-apiserver")
+            .map(|c| c.pid())
+            .expect("apiserver")
+    };
+    let before = apiserver(&env);
     env.restart("kube-apiserver", Duration::from_millis(500))
         .await
         .expect("restart");
-    let after = env
-        .components()
-        .iter()
-        .find(|c| c.name == "kube-apiserver")
-        .map(|c| c.pid())
-        .expect("apiserver");
+    let after = apiserver(&env);
     assert_ne!(before, after, "a new process");
     assert!(!alive(before), "the old one is gone");
     // The same client works again: same port, same certificates, same etcd.

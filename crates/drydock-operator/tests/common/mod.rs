@@ -70,6 +70,11 @@ pub struct Observed {
     pub peak: BTreeMap<String, usize>,
 }
 
+/// The most nodes of `pool` the watcher saw unavailable at once (None: never any).
+pub fn peak(observed: &Mutex<Observed>, pool: &str) -> Option<usize> {
+    observed.lock().expect("observed").peak.get(pool).copied()
+}
+
 /// The independent watcher: its own Node watch; a node is unavailable when cordoned,
 /// NotReady, or in a disrupting phase.
 pub fn watch_availability(
