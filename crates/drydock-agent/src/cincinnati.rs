@@ -43,7 +43,7 @@ impl Client {
         }
         let http = reqwest::Client::builder()
             .timeout(TIMEOUT)
-            .user_agent(concat!("drydock-agent/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::USER_AGENT)
             .build()
             .map_err(|e| format!("building the HTTP client: {e}"))?;
         Ok(Client {

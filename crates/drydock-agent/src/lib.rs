@@ -45,6 +45,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+/// The agent's HTTP `User-Agent` (API server and Cincinnati requests), so audit logs
+/// name it.
+pub const USER_AGENT: &str = concat!("drydock-agent/", env!("CARGO_PKG_VERSION"));
+
 /// Field manager of every write the agent makes.
 pub const FIELD_MANAGER: &str = "drydock-agent";
 

@@ -62,6 +62,12 @@ async fn connect(args: &Args) -> anyhow::Result<drydock_agent::Config> {
             .await
             .context("no in-cluster configuration and no kubeconfig")?,
     };
+    let mut config = config;
+    // Named in the API server's audit log and request logs.
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(drydock_agent::USER_AGENT),
+    ));
     let client = kube::Client::try_from(config).context("building the API client")?;
     let bus = match &args.bus_address {
         Some(a) => {

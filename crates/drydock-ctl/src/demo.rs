@@ -186,14 +186,14 @@ fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
 }
 
 /// The binaries the demo runs.
-struct Bins {
-    agent: PathBuf,
-    operator: PathBuf,
-    sim: PathBuf,
+pub(crate) struct Bins {
+    pub(crate) agent: PathBuf,
+    pub(crate) operator: PathBuf,
+    pub(crate) sim: PathBuf,
 }
 
 impl Bins {
-    fn find(dir: Option<&Path>) -> anyhow::Result<Bins> {
+    pub(crate) fn find(dir: Option<&Path>) -> anyhow::Result<Bins> {
         let dir = match dir {
             Some(d) => d.to_path_buf(),
             None => std::env::current_exe()
@@ -222,15 +222,15 @@ impl Bins {
 }
 
 /// One simulated machine: its bus, its host services, and its agent (restarted on boot).
-struct Machine {
+pub(crate) struct Machine {
     name: String,
     bus: PrivateBus,
     root: PathBuf,
-    host: Component,
-    agent: Option<Component>,
+    pub(crate) host: Component,
+    pub(crate) agent: Option<Component>,
     /// The host's stdin (Fedora CoreOS: where releases are published).
     stdin: Option<std::process::ChildStdin>,
-    boots: u32,
+    pub(crate) boots: u32,
     /// Powered off (between a shutdown line and the next boot).
     down: bool,
     /// Chaos: freeze the host at its next power-off.
@@ -951,6 +951,7 @@ impl Drop for Watchers {
     }
 }
 
+/// A machine as the demo runs it: 3 s reboots.
 #[allow(clippy::too_many_arguments)]
 fn start_machine(
     bins: &Bins,
@@ -961,6 +962,33 @@ fn start_machine(
     work: &Path,
     index: usize,
     boots: mpsc::UnboundedSender<(usize, String)>,
+) -> anyhow::Result<Machine> {
+    start_machine_with(
+        bins,
+        os,
+        name,
+        version,
+        omaha,
+        work,
+        index,
+        boots,
+        Duration::from_secs(3),
+    )
+}
+
+/// Starts a simulated host (`drydock-sim host` on its own dbus-daemon) whose reboots take
+/// `reboot`; its boot and power-off lines go to `boots`, tagged with `index`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start_machine_with(
+    bins: &Bins,
+    os: DemoOs,
+    name: &str,
+    version: &str,
+    omaha: Option<String>,
+    work: &Path,
+    index: usize,
+    boots: mpsc::UnboundedSender<(usize, String)>,
+    reboot: Duration,
 ) -> anyhow::Result<Machine> {
     let bus = PrivateBus::start().with_context(|| format!("starting {name}'s dbus-daemon"))?;
     let root = work.join("hosts").join(name);
@@ -979,7 +1007,7 @@ fn start_machine(
         "--step-ms".into(),
         "100".into(),
         "--reboot-ms".into(),
-        "3000".into(),
+        reboot.as_millis().to_string(),
     ];
     if let Some(url) = omaha {
         args.extend(["--omaha".into(), url, "--check-ms".into(), "3000".into()]);
@@ -1016,7 +1044,7 @@ fn start_machine(
     })
 }
 
-fn start_agent(
+pub(crate) fn start_agent(
     bins: &Bins,
     m: &mut Machine,
     kubeconfig: &Path,
@@ -1057,12 +1085,12 @@ fn start_agent(
 
 /// What a simulated host printed: a boot (its number), or the start of a power-off.
 #[derive(Debug, PartialEq, Eq)]
-enum HostLine {
+pub(crate) enum HostLine {
     Boot(u32),
     Shutdown,
 }
 
-fn parse_host_line(line: &str) -> anyhow::Result<HostLine> {
+pub(crate) fn parse_host_line(line: &str) -> anyhow::Result<HostLine> {
     let v: serde_json::Value = serde_json::from_str(line)
         .with_context(|| format!("a simulated host printed {line:?}, not a boot line"))?;
     if v.get("shutdown").is_some() {
@@ -1114,7 +1142,7 @@ async fn wait_leader(
     }
 }
 
-async fn scrape(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+pub(crate) async fn scrape(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
     let r = http.get(url).send().await?.error_for_status()?;
     Ok(r.text().await?)
 }
@@ -1226,7 +1254,7 @@ async fn wait_reported(
 }
 
 /// Whether the observer counts a node unavailable: cordoned, NotReady, or disrupted.
-fn unavailable(n: &Node) -> bool {
+pub(crate) fn unavailable(n: &Node) -> bool {
     let Ok(s) = drydock_core::k8s::node(n) else {
         return false;
     };

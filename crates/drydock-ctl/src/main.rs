@@ -3,6 +3,7 @@
 //! Exit status: 0 success; 1 the input was read but is invalid (a policy with errors);
 //! 2 an input could not be read at all (missing file, not YAML/JSON, not a `v1` List).
 
+mod bench;
 mod chaos;
 mod demo;
 mod dump;
@@ -73,6 +74,11 @@ enum Command {
     /// replicas, and a new OS version published upstream; then a summary. Ctrl-C stops
     /// it and removes everything it started.
     Demo(DemoArgs),
+    /// Measure rollouts of large simulated fleets on a local control plane: makespan
+    /// against its lower bound, reaction latency, API requests per node update by
+    /// component, the operator's memory and CPU, the agent's memory; a table, JSON and a
+    /// phase plot per run in the results directory.
+    Bench(BenchArgs),
     /// Ignition configs for drydock-managed nodes.
     Ignition {
         #[command(subcommand)]
@@ -165,6 +171,108 @@ struct DemoArgs {
     /// With --chaos: this many runs, seeds SEED, SEED+1, …; prints the tally at the end.
     #[arg(long, default_value_t = 1, requires = "chaos")]
     runs: u64,
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// Fleet sizes to run, e.g. `100,1000,5000`.
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    nodes: Vec<usize>,
+    /// Drain and reboot time spreads to run, e.g. `uniform,mixed`.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "uniform")]
+    profile: Vec<bench::Profile>,
+    /// Reboot time (uniform), or the centre of the mixed spread.
+    #[arg(long, default_value = "20s", value_parser = parse_timeout)]
+    reboot: std::time::Duration,
+    /// Pods' termination grace period (uniform), or the centre of the mixed spread.
+    #[arg(long, default_value = "5s", value_parser = parse_timeout)]
+    grace: std::time::Duration,
+    /// The pool's maxUnavailable in percent.
+    #[arg(long, default_value_t = 20)]
+    max_unavailable: u32,
+    /// Pods per node.
+    #[arg(long, default_value_t = 1.0)]
+    pods_per_node: f64,
+    /// Seed of the mixed reboot times.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Give up on a rollout that takes longer.
+    #[arg(long, default_value = "60m", value_parser = parse_timeout)]
+    timeout: std::time::Duration,
+    /// Where drydock-agent, drydock-operator and drydock-sim are (default: next to drydockctl).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Results directory: a JSON file and an SVG plot per run, summary.md and summary.json.
+    #[arg(long, default_value = "bench-results")]
+    results: PathBuf,
+}
+
+fn bench_cmd(args: &BenchArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("drydockctl: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut results = Vec::new();
+    let mut failed = false;
+    for &profile in &args.profile {
+        for &nodes in &args.nodes {
+            let opts = bench::Options {
+                nodes,
+                profile,
+                reboot: args.reboot,
+                grace: args.grace,
+                max_unavailable: args.max_unavailable,
+                pods_per_node: args.pods_per_node,
+                seed: args.seed,
+                timeout: args.timeout,
+                bin_dir: args.bin_dir.clone(),
+                results: args.results.clone(),
+            };
+            let outcome = rt.block_on(async {
+                tokio::select! {
+                    r = bench::run(&opts) => Some(r),
+                    _ = tokio::signal::ctrl_c() => None,
+                }
+            });
+            match outcome {
+                None => {
+                    eprintln!("drydockctl bench: interrupted; everything it started is stopped");
+                    return ExitCode::from(130);
+                }
+                Some(Ok(r)) => results.push(r),
+                Some(Err(e)) => {
+                    eprintln!("drydockctl bench {}: {e:#}", opts.label());
+                    failed = true;
+                }
+            }
+        }
+    }
+    let table = bench::table(&results);
+    println!("\n{table}");
+    let written = std::fs::write(args.results.join("summary.md"), &table).and_then(|()| {
+        std::fs::write(
+            args.results.join("summary.json"),
+            serde_json::to_string_pretty(&results).unwrap_or_default(),
+        )
+    });
+    if let Err(e) = written {
+        eprintln!(
+            "drydockctl bench: writing the summary in {}: {e}",
+            args.results.display()
+        );
+        return ExitCode::from(2);
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
@@ -643,6 +751,7 @@ fn main() -> ExitCode {
             command: IgnitionCommand::Render(args),
         } => ignition_render(args),
         Command::Demo(args) => return demo_cmd(args),
+        Command::Bench(args) => return bench_cmd(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

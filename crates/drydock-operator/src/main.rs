@@ -105,6 +105,11 @@ async fn client(args: &Args) -> anyhow::Result<kube::Client> {
     };
     // Evictions answer 429 when a budget refuses; the operator honours Retry-After itself.
     config.default_retry = false;
+    // Named in the API server's audit log and request logs.
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(concat!("drydock-operator/", env!("CARGO_PKG_VERSION"))),
+    ));
     kube::Client::try_from(config).context("building the API client")
 }
 

@@ -94,6 +94,52 @@ impl NodeSpec {
     }
 }
 
+/// How to start a plane beyond the defaults (for benchmarks).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Write the API server's audit log (`audit.log` in the plane's directory, see
+    /// [`TestEnv::audit_log`]): one JSON line per request at level `Metadata` (verb,
+    /// resource, user agent, status), except the node Lease renewals of `kube-node-lease`.
+    pub audit: bool,
+    /// How often KWOK posts a Ready node's status (a kubelet's
+    /// `nodeStatusReportFrequency`); default 20–45 s. Lease heartbeats are separate.
+    pub node_heartbeat: Option<Duration>,
+}
+
+/// The audit policy of [`Options::audit`].
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: None
+  namespaces: [kube-node-lease]
+  resources: [{group: coordination.k8s.io, resources: [leases]}]
+- level: Metadata
+";
+
+/// The KWOK node heartbeat's delay in [`STAGES`], which [`Options::node_heartbeat`]
+/// replaces.
+const HEARTBEAT_DELAY: &str = "durationMilliseconds: 20000\n    jitterDurationMilliseconds: 25000";
+
+/// The Node object of a KWOK-managed node (what [`TestEnv::add_nodes`] creates): its
+/// labels plus `type: kwok` and its hostname, and a machine id from its name.
+pub fn kwok_node(n: &NodeSpec) -> Result<Node, Error> {
+    let mut labels = n.labels.clone();
+    labels.insert("type".into(), "kwok".into());
+    labels.insert("kubernetes.io/hostname".into(), n.name.clone());
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": n.name,
+            "labels": labels,
+            "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+        },
+        "status": {"nodeInfo": {"machineID": machine_id(&n.name), "bootID": ""}},
+    }))
+    .map_err(|e| Error::Kubeconfig(format!("building node {}: {e}", n.name)))
+}
+
 /// A running control plane.
 pub struct TestEnv {
     components: Vec<Component>,
@@ -105,6 +151,7 @@ pub struct TestEnv {
     dir: tempfile::TempDir,
     /// Time from start to a usable plane.
     pub startup: Duration,
+    audit_log: Option<PathBuf>,
 }
 
 /// Ports handed out by [`free_port`] come from below Linux's ephemeral range (32768 and
@@ -182,17 +229,22 @@ impl TestEnv {
     /// free, then handed to the component) makes the whole plane start again on new
     /// ports, up to three times.
     pub async fn start() -> Result<TestEnv, Error> {
+        TestEnv::start_with(&Options::default()).await
+    }
+
+    /// [`TestEnv::start`] with `options`.
+    pub async fn start_with(options: &Options) -> Result<TestEnv, Error> {
         let started = Instant::now();
         let mut attempt = 1;
         loop {
-            match TestEnv::start_once(started).await {
+            match TestEnv::start_once(started, options).await {
                 Err(e) if attempt < 3 && lost_port_race(&e) => attempt += 1,
                 other => return other,
             }
         }
     }
 
-    async fn start_once(started: Instant) -> Result<TestEnv, Error> {
+    async fn start_once(started: Instant, options: &Options) -> Result<TestEnv, Error> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("drydock-testenv-")
@@ -215,7 +267,30 @@ impl TestEnv {
         std::fs::write(&kubeconfig, kc)
             .map_err(|e| Error::Io("writing the kubeconfig".into(), e))?;
         let stages = root.join("kwok-stages.yaml");
-        std::fs::write(&stages, STAGES).map_err(|e| Error::Io("writing kwok stages".into(), e))?;
+        let stages_text = match options.node_heartbeat {
+            Some(every) => {
+                let ms = every.as_millis();
+                STAGES.replace(
+                    HEARTBEAT_DELAY,
+                    &format!(
+                        "durationMilliseconds: {}\n    jitterDurationMilliseconds: {}",
+                        ms * 9 / 10,
+                        ms * 2 / 10
+                    ),
+                )
+            }
+            None => STAGES.to_string(),
+        };
+        std::fs::write(&stages, stages_text)
+            .map_err(|e| Error::Io("writing kwok stages".into(), e))?;
+        let audit_log = if options.audit {
+            let policy = root.join("audit-policy.yaml");
+            std::fs::write(&policy, AUDIT_POLICY)
+                .map_err(|e| Error::Io("writing the audit policy".into(), e))?;
+            Some((policy, root.join("audit.log")))
+        } else {
+            None
+        };
 
         let mut env = TestEnv {
             components: Vec::new(),
@@ -229,6 +304,7 @@ impl TestEnv {
             kubeconfig: kubeconfig.clone(),
             dir,
             startup: Duration::ZERO,
+            audit_log: audit_log.as_ref().map(|(_, log)| log.clone()),
         };
         let p = |x: &Path| x.display().to_string();
 
@@ -269,7 +345,18 @@ impl TestEnv {
                 s("--endpoint-reconciler-type=none"),
                 s("--profiling=false"),
                 s("--v=1"),
-            ],
+            ]
+            .into_iter()
+            .chain(audit_log.iter().flat_map(|(policy, log)| {
+                [
+                    format!("--audit-policy-file={}", p(policy)),
+                    format!("--audit-log-path={}", p(log)),
+                    s("--audit-log-format=json"),
+                    s("--audit-log-maxsize=0"),
+                    s("--audit-log-mode=blocking"),
+                ]
+            }))
+            .collect(),
         )?;
         env.client = client_from(&kubeconfig).await?;
         env.wait_ready("kube-apiserver /readyz", Duration::from_secs(90))
@@ -336,6 +423,11 @@ impl TestEnv {
         self.components.push(c);
         self.specs.push((bin.join(name), args));
         Ok(())
+    }
+
+    /// The API server's audit log, when started with [`Options::audit`].
+    pub fn audit_log(&self) -> Option<&Path> {
+        self.audit_log.as_deref()
     }
 
     /// Kills a component (SIGKILL), keeps it down for `down`, and starts it again with the
@@ -448,21 +540,7 @@ impl TestEnv {
     pub async fn add_nodes(&self, nodes: &[NodeSpec]) -> Result<(), Error> {
         let api: Api<Node> = Api::all(self.client.clone());
         for n in nodes {
-            let mut labels = n.labels.clone();
-            labels.insert("type".into(), "kwok".into());
-            labels.insert("kubernetes.io/hostname".into(), n.name.clone());
-            let node: Node = serde_json::from_value(serde_json::json!({
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": n.name,
-                    "labels": labels,
-                    "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
-                },
-                "status": {"nodeInfo": {"machineID": machine_id(&n.name), "bootID": ""}},
-            }))
-            .map_err(|e| Error::Kubeconfig(format!("building node {}: {e}", n.name)))?;
-            api.create(&PostParams::default(), &node).await?;
+            api.create(&PostParams::default(), &kwok_node(n)?).await?;
         }
         Ok(())
     }
@@ -744,6 +822,11 @@ impl Drop for TestEnv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_heartbeat_option_has_a_delay_to_replace() {
+        assert_eq!(STAGES.matches(HEARTBEAT_DELAY).count(), 1);
+    }
 
     #[test]
     fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {

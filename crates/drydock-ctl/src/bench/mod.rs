@@ -1,0 +1,919 @@
+//! `drydockctl bench`: a rollout of a large simulated fleet on the real control plane,
+//! measured.
+//!
+//! One run: a fresh plane (etcd, kube-apiserver with its audit log, controller-manager,
+//! scheduler, KWOK) with N KWOK nodes in one pool, Deployments of pause pods behind
+//! PodDisruptionBudgets, N−1 nodes whose hosts and agents are simulated in this process
+//! ([`fleet`]) and one real machine (a `drydock-agent` process on a `drydock-sim` host on
+//! its own dbus-daemon, for the agent's memory). Every host stages the new version before
+//! the `drydock-operator` process starts; the rollout is timed from its start until every
+//! node is Done on the new version. Then the figures:
+//!
+//! - makespan against its lower bound: each node holds a slot for at least its drain (its
+//!   pods' grace period) plus its reboot ([`report::lower_bound`]);
+//! - reaction latency, from a node verified to the next drain started;
+//! - API requests per node update by component, verb and resource (the audit log);
+//! - the operator's peak resident memory and CPU time, its planner passes (its own
+//!   histogram), and the real agent's peak resident memory;
+//! - the most nodes unavailable at once against the pool's limit;
+//! - a plot of nodes per phase over time (SVG).
+
+pub mod audit;
+pub mod fleet;
+pub mod report;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use drydock_core::protocol::parse_node_state;
+use drydock_sim::omaha::OmahaServer;
+use drydock_testenv::{NodeSpec, TestEnv, start_process, workload};
+use futures_util::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::demo::{self, Bins, DemoOs, HostLine};
+use report::Change;
+
+/// drydock's namespace.
+const NS: &str = "drydock-system";
+/// The workloads' namespace.
+const APPS: &str = "bench";
+/// Versions: booted, then published.
+const FROM: &str = "4081.2.0";
+const TO: &str = "4230.0.0";
+/// Pods per Deployment (each behind a budget allowing 25 % unavailable).
+const PER_DEPLOYMENT: usize = 50;
+
+/// How drain and reboot times are spread over the fleet.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// Every pod has the same grace period, every host the same reboot time.
+    Uniform,
+    /// Grace periods of 0.4×, 1×, 2× and 3× by Deployment; reboots from 0.5× to 2× by
+    /// node (seeded).
+    Mixed,
+}
+
+impl Profile {
+    fn name(self) -> &'static str {
+        match self {
+            Profile::Uniform => "uniform",
+            Profile::Mixed => "mixed",
+        }
+    }
+}
+
+/// One benchmark run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Nodes in the fleet (one of them a real agent process).
+    pub nodes: usize,
+    /// Spread of drain and reboot times.
+    pub profile: Profile,
+    /// Reboot time (the uniform value; the mixed profile's centre).
+    pub reboot: Duration,
+    /// Pods' grace period (the uniform value; the mixed profile's centre).
+    pub grace: Duration,
+    /// The pool's maxUnavailable, in percent.
+    pub max_unavailable: u32,
+    /// Pods per node.
+    pub pods_per_node: f64,
+    /// Seed of the mixed profile's reboot times.
+    pub seed: u64,
+    /// Give up when the rollout takes longer.
+    pub timeout: Duration,
+    /// Where drydock-agent, drydock-operator and drydock-sim are.
+    pub bin_dir: Option<PathBuf>,
+    /// Results go here: `<label>.json`, `<label>-phases.svg`.
+    pub results: PathBuf,
+}
+
+impl Options {
+    /// `<profile>-<nodes>`.
+    pub fn label(&self) -> String {
+        format!("{}-{}", self.profile.name(), self.nodes)
+    }
+}
+
+/// The policy of a run: one pool, `pct` % at once, no bake, no canary.
+pub fn policy(pct: u32) -> String {
+    format!(
+        "# drydockctl bench: one pool, no maintenance window, no canary, no bake.
+channel: stable
+maxUnavailable: 1
+drain:
+  timeout: 10m
+  onTimeout: hold
+health:
+  readyTimeout: 5m
+  bake: 0s
+pools:
+  - name: workers
+    nodeSelector:
+      matchExpressions:
+        - {{key: node-role.kubernetes.io/worker, operator: Exists}}
+    maxUnavailable: {pct}%
+"
+    )
+}
+
+/// What the observer keeps: every node's phase, and the changes since the rollout began.
+#[derive(Debug, Default)]
+struct Observed {
+    index: HashMap<String, usize>,
+    phase: Vec<String>,
+    staged: Vec<bool>,
+    done: Vec<bool>,
+    unavailable: Vec<bool>,
+    started: Option<Instant>,
+    initial: Vec<String>,
+    changes: Vec<Change>,
+    peak: usize,
+    last_done: f64,
+}
+
+impl Observed {
+    fn see(&mut self, n: &Node) {
+        let Some(&i) = n.metadata.name.as_ref().and_then(|x| self.index.get(x)) else {
+            return;
+        };
+        let empty = BTreeMap::new();
+        let (state, _) = parse_node_state(
+            n.metadata.labels.as_ref().unwrap_or(&empty),
+            n.metadata.annotations.as_ref().unwrap_or(&empty),
+        );
+        let phase = state.operator.phase().as_str().to_string();
+        let unschedulable = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false);
+        self.staged[i] = state.agent.reboot_needed;
+        self.done[i] = phase == "Done"
+            && !unschedulable
+            && state
+                .agent
+                .booted_version
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref()
+                == Some(TO);
+        self.unavailable[i] = demo::unavailable(n);
+        if let Some(t0) = self.started {
+            let t = t0.elapsed().as_secs_f64();
+            if phase != self.phase[i] {
+                self.changes.push(Change {
+                    t,
+                    node: i,
+                    from: self.phase[i].clone(),
+                    to: phase.clone(),
+                });
+            }
+            if self.done[i] {
+                self.last_done = self.last_done.max(t);
+            }
+            self.peak = self
+                .peak
+                .max(self.unavailable.iter().filter(|u| **u).count());
+        }
+        self.phase[i] = phase;
+    }
+}
+
+fn observe(client: kube::Client, observed: Arc<Mutex<Observed>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let api: Api<Node> = Api::all(client);
+        let mut s = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        while let Some(ev) = s.next().await {
+            if let Ok(n) = ev
+                && let Ok(mut o) = observed.lock()
+            {
+                o.see(&n);
+            }
+        }
+    })
+}
+
+/// A client with its own user agent (the audit log tells components apart by it).
+async fn client_as(kubeconfig: &Path, user_agent: &str) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_str(user_agent)?,
+    ));
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// A process's resident memory now and at its peak (KiB), and its CPU time (s).
+#[derive(Debug, Default, Clone, Copy)]
+struct ProcStats {
+    rss_kib: u64,
+    hwm_kib: u64,
+    cpu_s: f64,
+}
+
+fn proc_stats(pid: u32) -> Option<ProcStats> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): utime is the 14th, stime the 15th.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ProcStats {
+        rss_kib: kib("VmRSS:")?,
+        hwm_kib: kib("VmHWM:")?,
+        // Linux reports CPU time in USER_HZ, 100 per second on every architecture we run.
+        cpu_s: ticks as f64 / 100.0,
+    })
+}
+
+/// The planner histogram's pass count, mean and the bucket bound holding the 99th
+/// percentile, from the operator's metrics.
+fn planner_stats(metrics: &str) -> (u64, f64, Option<f64>) {
+    let mut buckets: Vec<(f64, u64)> = Vec::new();
+    let (mut count, mut sum) = (0u64, 0.0);
+    for l in metrics.lines() {
+        if let Some(rest) = l.strip_prefix("drydock_planner_duration_seconds_bucket{le=\"") {
+            let Some((le, v)) = rest.split_once("\"} ") else {
+                continue;
+            };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::NAN)
+            };
+            if let Ok(v) = v.trim().parse() {
+                buckets.push((le, v));
+            }
+        } else if let Some(v) = l.strip_prefix("drydock_planner_duration_seconds_count ") {
+            count = v.trim().parse().unwrap_or(0);
+        } else if let Some(v) = l.strip_prefix("drydock_planner_duration_seconds_sum ") {
+            sum = v.trim().parse().unwrap_or(0.0);
+        }
+    }
+    let p99 = buckets
+        .iter()
+        .find(|(_, n)| (*n as f64) >= 0.99 * count as f64)
+        .map(|(le, _)| *le);
+    let mean = if count > 0 { sum / count as f64 } else { 0.0 };
+    (count, mean, p99)
+}
+
+/// Reboot time of each node.
+fn reboot_times(opts: &Options) -> Vec<Duration> {
+    let mut rng = crate::chaos::Rng::new(opts.seed);
+    let base = opts.reboot.as_millis() as u64;
+    (0..opts.nodes)
+        .map(|_| match opts.profile {
+            Profile::Uniform => opts.reboot,
+            Profile::Mixed => {
+                // 0.5× to 2×, in 100 ms steps.
+                let span = (base * 3 / 2) / 100;
+                Duration::from_millis(base / 2 + 100 * rng.below(span as usize + 1) as u64)
+            }
+        })
+        .collect()
+}
+
+/// Grace period of Deployment `k`.
+fn grace_of(opts: &Options, k: usize) -> u64 {
+    let g = opts.grace.as_secs_f64();
+    let g = match opts.profile {
+        Profile::Uniform => g,
+        Profile::Mixed => g * [0.4, 1.0, 2.0, 3.0][k % 4],
+    };
+    g.round().max(1.0) as u64
+}
+
+async fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        if check()? {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn say(started: Instant, text: &str) {
+    println!("[{:>7.1}s] {text}", started.elapsed().as_secs_f64());
+}
+
+/// Runs one benchmark; returns its results (also written to the results directory).
+pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
+    if opts.nodes < 2 {
+        bail!("--nodes must be at least 2 (one real agent and the simulated rest)");
+    }
+    if !(1..=100).contains(&opts.max_unavailable) {
+        bail!("--max-unavailable must be 1–100 (percent)");
+    }
+    let bins = Bins::find(opts.bin_dir.as_deref())?;
+    std::fs::create_dir_all(&opts.results)
+        .with_context(|| format!("creating {}", opts.results.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix("drydock-bench-")
+        .tempdir()
+        .context("creating the work directory")?;
+    let logs = work.path().join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let clock = Instant::now();
+    let label = opts.label();
+    say(
+        clock,
+        &format!("{label}: starting the control plane (audit log on)"),
+    );
+    let env = TestEnv::start_with(&drydock_testenv::Options {
+        audit: true,
+        // A kubelet's default nodeStatusReportFrequency.
+        node_heartbeat: Some(Duration::from_secs(300)),
+    })
+    .await
+    .context("starting the control plane")?;
+    let client = env.client();
+    let kubeconfig = env.kubeconfig().to_path_buf();
+    let audit_log = env
+        .audit_log()
+        .ok_or_else(|| anyhow!("the plane has no audit log"))?
+        .to_path_buf();
+
+    // Nodes, created 16 at a time.
+    let zones = ["zone-a", "zone-b", "zone-c"];
+    let names: Vec<String> = (0..opts.nodes).map(|i| format!("node-{i:05}")).collect();
+    let nodes_api: Api<Node> = Api::all(client.clone());
+    let mut creates = futures_util::stream::iter(names.iter().enumerate().map(|(i, name)| {
+        let api = nodes_api.clone();
+        let spec = NodeSpec::new(
+            name.clone(),
+            &[
+                ("node-role.kubernetes.io/worker", ""),
+                ("topology.kubernetes.io/zone", zones[i % 3]),
+            ],
+        );
+        async move {
+            let node = drydock_testenv::kwok_node(&spec)?;
+            api.create(&PostParams::default(), &node)
+                .await
+                .with_context(|| format!("creating node {}", spec.name))
+        }
+    }))
+    .buffer_unordered(16);
+    while let Some(r) = creates.next().await {
+        r?;
+    }
+    drop(creates);
+    let observed = Arc::new(Mutex::new(Observed {
+        index: names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect(),
+        phase: vec!["Idle".into(); opts.nodes],
+        staged: vec![false; opts.nodes],
+        done: vec![false; opts.nodes],
+        unavailable: vec![true; opts.nodes],
+        ..Default::default()
+    }));
+    let _observer = Aborting(observe(
+        client_as(&kubeconfig, "drydock-bench-observer/0").await?,
+        observed.clone(),
+    ));
+    let ready = wait_until("every node Ready", Duration::from_secs(600), || {
+        let o = observed.lock().map_err(|_| anyhow!("observer poisoned"))?;
+        Ok(o.unavailable.iter().all(|u| !u))
+    })
+    .await?;
+    say(
+        clock,
+        &format!(
+            "{} KWOK nodes Ready ({:.1} s)",
+            opts.nodes,
+            ready.as_secs_f64()
+        ),
+    );
+
+    let ns: Api<Namespace> = Api::all(client.clone());
+    for n in [NS, APPS] {
+        ns.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": n}}))?,
+        )
+        .await
+        .with_context(|| format!("creating namespace {n}"))?;
+    }
+    let policy_text = policy(opts.max_unavailable);
+    drydock_core::Policy::from_yaml(&policy_text).map_err(|e| anyhow!("the bench policy: {e}"))?;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "drydock-config"},
+            "data": {"config.yaml": policy_text}}))?,
+    )
+    .await
+    .context("creating the drydock-config ConfigMap")?;
+
+    // Workloads: Deployments of PER_DEPLOYMENT pods, spread over the nodes, each behind a
+    // budget of 25 % unavailable.
+    let pods_total = ((opts.nodes as f64) * opts.pods_per_node).round() as usize;
+    let deployments = pods_total.div_ceil(PER_DEPLOYMENT);
+    for k in 0..deployments {
+        let name = format!("app-{k}");
+        let replicas = PER_DEPLOYMENT.min(pods_total - k * PER_DEPLOYMENT) as u32;
+        let mut d = workload::deployment(APPS, &name, replicas);
+        d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(grace_of(opts, k));
+        d["spec"]["template"]["spec"]["topologySpreadConstraints"] = json!([{"maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {"app": name}}}]);
+        env.apply(&d)
+            .await
+            .with_context(|| format!("creating {name}"))?;
+        env.apply(&workload::pdb(
+            APPS,
+            &name,
+            json!({"maxUnavailable": "25%"}),
+        ))
+        .await
+        .with_context(|| format!("creating {name}'s budget"))?;
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), APPS);
+    let pods_ready = {
+        let start = Instant::now();
+        loop {
+            let list = pods.list(&ListParams::default()).await?;
+            let ready = list.items.iter().filter(|p| pod_ready(p)).count();
+            if ready == pods_total && list.items.len() == pods_total {
+                break start.elapsed();
+            }
+            if start.elapsed() > Duration::from_secs(900) {
+                bail!("{ready} of {pods_total} pods Ready after 900 s");
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    };
+    say(
+        clock,
+        &format!(
+            "{pods_total} pods Ready in {deployments} Deployments behind budgets ({:.1} s)",
+            pods_ready.as_secs_f64()
+        ),
+    );
+
+    // The real machine (node 0), and the simulated rest.
+    let reboots = reboot_times(opts);
+    let omaha = OmahaServer::start(
+        "127.0.0.1:0".parse()?,
+        BTreeMap::from([("stable".to_string(), FROM.to_string())]),
+    )
+    .await
+    .context("starting the fake Omaha server")?;
+    let (boot_tx, mut boot_rx) = mpsc::unbounded_channel::<(usize, String)>();
+    let mut machine = demo::start_machine_with(
+        &bins,
+        DemoOs::Flatcar,
+        &names[0],
+        FROM,
+        Some(omaha.url()),
+        work.path(),
+        0,
+        boot_tx,
+        reboots[0],
+    )?;
+    let sims: Vec<fleet::SimNode> = names
+        .iter()
+        .zip(&reboots)
+        .skip(1)
+        .map(|(name, reboot)| fleet::SimNode {
+            name: name.clone(),
+            reboot: *reboot,
+        })
+        .collect();
+    let fleet = fleet::Fleet::start(
+        client_as(&kubeconfig, drydock_agent_user_agent()).await?,
+        client_as(&kubeconfig, "drydock-bench-kubelet/0").await?,
+        &sims,
+        FROM,
+    )?;
+    let mut agent_hwm = 0u64;
+    let first = tokio::time::timeout(Duration::from_secs(60), boot_rx.recv())
+        .await
+        .map_err(|_| anyhow!("the real machine's host did not boot within 60 s"))?
+        .ok_or_else(|| anyhow!("the real machine's host exited"))?;
+    if demo::parse_host_line(&first.1)? != HostLine::Boot(1) {
+        bail!("the real machine's host printed {:?} first", first.1);
+    }
+    machine.boots = 1;
+    machine.agent = Some(demo::start_agent(
+        &bins,
+        &mut machine,
+        &kubeconfig,
+        &logs,
+        None,
+    )?);
+    let started = wait_until(
+        "every agent's first status",
+        Duration::from_secs(600),
+        || {
+            Ok(fleet
+                .counters
+                .started
+                .load(std::sync::atomic::Ordering::Relaxed) as usize
+                == sims.len())
+        },
+    )
+    .await?;
+    say(
+        clock,
+        &format!(
+            "{} simulated agents and 1 drydock-agent process reporting ({:.1} s)",
+            sims.len(),
+            started.as_secs_f64()
+        ),
+    );
+
+    fleet.release(TO);
+    omaha.set_release("stable", TO);
+    let staging_from = Timestamp::now();
+    let staged = wait_until(
+        "every node staging the new version",
+        Duration::from_secs(900),
+        || {
+            let o = observed.lock().map_err(|_| anyhow!("observer poisoned"))?;
+            Ok(o.staged.iter().all(|s| *s))
+        },
+    )
+    .await?;
+    let staging_to = Timestamp::now();
+    say(
+        clock,
+        &format!(
+            "{TO} published; every node staged it ({:.1} s)",
+            staged.as_secs_f64()
+        ),
+    );
+
+    // The drain each node needs: the longest grace period of its pods now.
+    let mut grace_on: Vec<f64> = vec![0.0; opts.nodes];
+    let index: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    for p in pods.list(&ListParams::default()).await?.items {
+        let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
+        let grace = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30) as f64;
+        if let Some(&i) = node.and_then(|n| index.get(n)) {
+            grace_on[i] = grace_on[i].max(grace);
+        }
+    }
+    let service: Vec<f64> = grace_on
+        .iter()
+        .zip(&reboots)
+        .map(|(g, r)| g + r.as_secs_f64())
+        .collect();
+    let limit =
+        drydock_core::policy::MaxUnavailable::Percent(opts.max_unavailable).resolve(opts.nodes);
+    let bound = report::lower_bound(&service, limit);
+
+    // The operator, timed from its start.
+    let port = drydock_testenv::free_port()?;
+    let metrics_url = format!("http://127.0.0.1:{port}/metrics");
+    let args: Vec<String> = [
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+        "--namespace",
+        NS,
+        "--identity",
+        "drydock-operator-0",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--drain-poll",
+        "1s",
+        "--log-format",
+        "json",
+        "--cincinnati-upstream",
+        "none",
+        "--omaha-upstream",
+        "none",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let rollout_from = Timestamp::now();
+    let t0 = Instant::now();
+    if let Ok(mut o) = observed.lock() {
+        o.started = Some(t0);
+        o.initial = o.phase.clone();
+    }
+    let mut operator = start_process("drydock-operator", &bins.operator, &args, &logs)
+        .context("starting drydock-operator")?;
+    say(
+        clock,
+        &format!(
+            "drydock-operator started; lower bound of the rollout {bound:.1} s ({limit} of {} nodes at once)",
+            opts.nodes
+        ),
+    );
+    let mut op_peak = ProcStats::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_report = Instant::now();
+    loop {
+        tokio::select! {
+            line = boot_rx.recv() => {
+                let Some((_, line)) = line else { bail!("the real machine's host exited") };
+                match demo::parse_host_line(&line)? {
+                    HostLine::Shutdown => {
+                        if let Some(mut a) = machine.agent.take() {
+                            if let Some(s) = proc_stats(a.pid()) {
+                                agent_hwm = agent_hwm.max(s.hwm_kib);
+                            }
+                            a.stop();
+                        }
+                    }
+                    HostLine::Boot(b) if b > machine.boots => {
+                        machine.boots = b;
+                        machine.agent = Some(demo::start_agent(&bins, &mut machine, &kubeconfig, &logs, None)?);
+                    }
+                    HostLine::Boot(_) => {}
+                }
+            }
+            _ = tick.tick() => {
+                if let Some(how) = operator.exited() {
+                    bail!("drydock-operator exited ({how}); its log: {}", operator.log.display());
+                }
+                if let Some(i) = fleet.ended() {
+                    bail!("simulated node {} stopped", sims[i].name);
+                }
+                if let Some(s) = proc_stats(operator.pid()) {
+                    op_peak = ProcStats { rss_kib: op_peak.rss_kib.max(s.rss_kib), ..s };
+                }
+                if let Some(a) = &machine.agent && let Some(s) = proc_stats(a.pid()) {
+                    agent_hwm = agent_hwm.max(s.hwm_kib);
+                }
+                let (done, peak) = {
+                    let o = observed.lock().map_err(|_| anyhow!("observer poisoned"))?;
+                    (o.done.iter().filter(|d| **d).count(), o.peak)
+                };
+                if done == opts.nodes {
+                    break;
+                }
+                if last_report.elapsed() >= Duration::from_secs(15) {
+                    last_report = Instant::now();
+                    say(clock, &format!("{done} of {} nodes Done; at most {peak} of {limit} unavailable so far", opts.nodes));
+                }
+                if t0.elapsed() > opts.timeout {
+                    bail!("{done} of {} nodes Done after {:?}; logs in {}", opts.nodes, opts.timeout, logs.display());
+                }
+            }
+        }
+    }
+    let rollout_to = Timestamp::now();
+    let http = reqwest::Client::new();
+    let metrics = demo::scrape(&http, &metrics_url).await.unwrap_or_default();
+    let op_final = proc_stats(operator.pid()).unwrap_or(op_peak);
+    operator.stop();
+    if let Some(mut a) = machine.agent.take() {
+        if let Some(s) = proc_stats(a.pid()) {
+            agent_hwm = agent_hwm.max(s.hwm_kib);
+        }
+        a.stop();
+    }
+    drop(fleet);
+    // Give the audit log a moment for the last requests' lines.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rollout_counts, bad_lines) = audit::count(&audit_log, rollout_from, rollout_to)?;
+    let (staging_counts, _) = audit::count(&audit_log, staging_from, staging_to)?;
+
+    let (changes, initial, peak, makespan) = {
+        let o = observed.lock().map_err(|_| anyhow!("observer poisoned"))?;
+        (o.changes.clone(), o.initial.clone(), o.peak, o.last_done)
+    };
+    let reactions = report::reactions(&changes);
+    let (passes, pass_mean, pass_p99) = planner_stats(&metrics);
+    let n = opts.nodes as f64;
+    let per_update = |c: &audit::Counts| -> serde_json::Value {
+        c.iter()
+            .map(|(comp, m)| {
+                let total: u64 = m.values().sum();
+                let (w, ev) = audit::writes(c, comp);
+                (
+                    comp.clone(),
+                    json!({
+                        "requests": total as f64 / n,
+                        "writes": w as f64 / n,
+                        "writesWithoutEvictions": (w - ev) as f64 / n,
+                        "byVerb": m.iter().map(|(k, v)| (k.clone(), json!(*v as f64 / n))).collect::<serde_json::Map<_, _>>(),
+                    }),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let (op_writes, op_evictions) = audit::writes(&rollout_counts, "drydock-operator");
+    let result = json!({
+        "label": label,
+        "nodes": opts.nodes,
+        "profile": opts.profile.name(),
+        "pods": pods_total,
+        "deployments": deployments,
+        "maxUnavailable": limit,
+        "rebootSeconds": opts.reboot.as_secs_f64(),
+        "graceSeconds": opts.grace.as_secs_f64(),
+        "makespanSeconds": makespan,
+        "lowerBoundSeconds": bound,
+        "ratio": if bound > 0.0 { makespan / bound } else { 0.0 },
+        "reaction": {
+            "samples": reactions.len(),
+            "p50Seconds": report::quantile(&reactions, 0.5),
+            "p99Seconds": report::quantile(&reactions, 0.99),
+            "maxSeconds": report::quantile(&reactions, 1.0),
+        },
+        "peakUnavailable": peak,
+        "operator": {
+            "peakRssMiB": op_final.hwm_kib as f64 / 1024.0,
+            "cpuSeconds": op_final.cpu_s,
+            "writesPerUpdate": op_writes as f64 / n,
+            "writesPerUpdateWithoutEvictions": (op_writes - op_evictions) as f64 / n,
+            "plannerPasses": passes,
+            "plannerMeanMs": pass_mean * 1000.0,
+            "plannerP99BucketMs": pass_p99.map(|s| s * 1000.0),
+        },
+        "agent": {
+            "peakRssMiB": agent_hwm as f64 / 1024.0,
+        },
+        "setupSeconds": {
+            "nodesReady": ready.as_secs_f64(),
+            "podsReady": pods_ready.as_secs_f64(),
+            "staged": staged.as_secs_f64(),
+        },
+        "requestsPerUpdate": per_update(&rollout_counts),
+        "stagingRequestsPerNode": per_update(&staging_counts),
+        "auditLinesUnreadable": bad_lines,
+    });
+    let svg = report::svg(
+        &format!(
+            "{label}: nodes per phase ({} nodes, {limit} at once, makespan {makespan:.0} s)",
+            opts.nodes
+        ),
+        opts.nodes,
+        makespan,
+        &report::series(&initial, &changes),
+    );
+    std::fs::write(opts.results.join(format!("{label}-phases.svg")), svg)?;
+    std::fs::write(
+        opts.results.join(format!("{label}.json")),
+        serde_json::to_string_pretty(&result)?,
+    )?;
+    if peak > limit {
+        bail!("{label}: {peak} nodes were unavailable at once, over the limit of {limit}");
+    }
+    Ok(result)
+}
+
+fn drydock_agent_user_agent() -> &'static str {
+    concat!("drydock-agent/", env!("CARGO_PKG_VERSION"))
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Aborts a task when dropped.
+struct Aborting(tokio::task::JoinHandle<()>);
+
+impl Drop for Aborting {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The results as a Markdown table, one row per run.
+pub fn table(results: &[serde_json::Value]) -> String {
+    let mut out = String::from(
+        "| run | nodes | pods | limit | makespan s | lower bound s | ratio | reaction p50 / p99 s | operator writes/update (no evictions) | operator peak RSS MiB | operator CPU s | planner mean / p99 bucket ms | agent peak RSS MiB | peak unavailable |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let f = |v: &serde_json::Value| v.as_f64().map_or("–".to_string(), |x| format!("{x:.2}"));
+    for r in results {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} ({}) | {} | {} | {} / {} | {} | {} |\n",
+            r["label"].as_str().unwrap_or("?"),
+            r["nodes"],
+            r["pods"],
+            r["maxUnavailable"],
+            f(&r["makespanSeconds"]),
+            f(&r["lowerBoundSeconds"]),
+            f(&r["ratio"]),
+            f(&r["reaction"]["p50Seconds"]),
+            f(&r["reaction"]["p99Seconds"]),
+            f(&r["operator"]["writesPerUpdate"]),
+            f(&r["operator"]["writesPerUpdateWithoutEvictions"]),
+            f(&r["operator"]["peakRssMiB"]),
+            f(&r["operator"]["cpuSeconds"]),
+            f(&r["operator"]["plannerMeanMs"]),
+            f(&r["operator"]["plannerP99BucketMs"]),
+            f(&r["agent"]["peakRssMiB"]),
+            r["peakUnavailable"],
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bench_policy_is_valid_with_one_pool_at_the_given_percentage() {
+        let p = drydock_core::Policy::from_yaml(&policy(20)).expect("valid");
+        let pools: Vec<_> = p.all_pools().collect();
+        let workers = pools.iter().find(|x| x.name == "workers").expect("workers");
+        assert_eq!(workers.max_unavailable.resolve(1000), 200);
+    }
+
+    #[test]
+    fn the_planner_histogram_gives_count_mean_and_p99_bucket() {
+        let m = "drydock_planner_duration_seconds_bucket{le=\"0.001\"} 90\n\
+drydock_planner_duration_seconds_bucket{le=\"0.005\"} 99\n\
+drydock_planner_duration_seconds_bucket{le=\"0.01\"} 100\n\
+drydock_planner_duration_seconds_bucket{le=\"+Inf\"} 100\n\
+drydock_planner_duration_seconds_sum 0.2\n\
+drydock_planner_duration_seconds_count 100\n";
+        let (n, mean, p99) = planner_stats(m);
+        assert_eq!(n, 100);
+        assert!((mean - 0.002).abs() < 1e-12);
+        assert_eq!(p99, Some(0.005));
+    }
+
+    #[test]
+    fn mixed_reboots_stay_within_half_and_twice_the_centre_and_repeat_per_seed() {
+        let opts = Options {
+            nodes: 200,
+            profile: Profile::Mixed,
+            reboot: Duration::from_secs(20),
+            grace: Duration::from_secs(5),
+            max_unavailable: 20,
+            pods_per_node: 1.0,
+            seed: 7,
+            timeout: Duration::from_secs(60),
+            bin_dir: None,
+            results: PathBuf::from("/nonexistent"),
+        };
+        let a = reboot_times(&opts);
+        assert_eq!(a, reboot_times(&opts));
+        assert!(
+            a.iter()
+                .all(|d| *d >= Duration::from_secs(10) && *d <= Duration::from_secs(40))
+        );
+        assert!(
+            a.iter().any(|d| *d < Duration::from_secs(15))
+                && a.iter().any(|d| *d > Duration::from_secs(30))
+        );
+        assert_eq!([0, 1, 2, 3].map(|k| grace_of(&opts, k)), [2, 5, 10, 15]);
+        let uniform = Options {
+            profile: Profile::Uniform,
+            ..opts
+        };
+        assert!(
+            reboot_times(&uniform)
+                .iter()
+                .all(|d| *d == Duration::from_secs(20))
+        );
+    }
+
+    #[test]
+    fn this_process_reads_its_own_memory_and_cpu() {
+        let s = proc_stats(std::process::id()).expect("own /proc");
+        assert!(s.rss_kib > 0 && s.hwm_kib >= s.rss_kib);
+    }
+}
