@@ -225,7 +225,7 @@ impl Bins {
 pub(crate) struct Machine {
     name: String,
     bus: PrivateBus,
-    root: PathBuf,
+    pub(crate) root: PathBuf,
     pub(crate) host: Component,
     pub(crate) agent: Option<Component>,
     /// The host's stdin (Fedora CoreOS: where releases are published).

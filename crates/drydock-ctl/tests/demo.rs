@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 const TAG: &str = "DRYDOCK_DEMO_TEST_TAG";
 
 fn demo_command(tag: &str, args: &[&str]) -> Command {
+    ctl_command(tag, "demo", args)
+}
+
+fn ctl_command(tag: &str, subcommand: &str, args: &[&str]) -> Command {
     let bin = Path::new(env!("CARGO_BIN_EXE_drydockctl"));
     let dir = bin.parent().expect("target dir");
     for b in ["drydock-agent", "drydock-operator", "drydock-sim"] {
@@ -27,7 +31,7 @@ fn demo_command(tag: &str, args: &[&str]) -> Command {
         "DRYDOCK_CLUSTER_BIN is not set: run tests/run.sh, or export DRYDOCK_CLUSTER_BIN=$(tests/cluster/build.sh | tail -n 1)"
     );
     let mut cmd = Command::new(bin);
-    cmd.arg("demo").args(args).env(TAG, tag);
+    cmd.arg(subcommand).args(args).env(TAG, tag);
     cmd
 }
 
@@ -280,6 +284,91 @@ fn chaos_runs_inject_every_fault_and_break_no_invariant() {
         }
         assert_eq!(s["passed"], true);
     }
+    assert!(
+        tagged(&tag).is_empty(),
+        "processes left: {:?}",
+        tagged(&tag)
+    );
+}
+
+/// A small `drydockctl bench` run: the harness rolls the fleet and reports every figure,
+/// within the pool's limit, and leaves no process behind. (The figures themselves are for
+/// the large runs `tests/bench.sh` makes, not for a noisy CI machine.)
+#[test]
+fn bench_rolls_a_fleet_and_reports_every_figure() {
+    let tag = unique_tag("bench");
+    let results = tempfile::tempdir().expect("results dir");
+    let dir = results.path().to_str().expect("utf-8 path");
+    let out = ctl_command(
+        &tag,
+        "bench",
+        &[
+            "--nodes",
+            "12",
+            "--profile",
+            "uniform,mixed",
+            "--reboot",
+            "2s",
+            "--grace",
+            "1s",
+            "--max-unavailable",
+            "25",
+            "--timeout",
+            "5m",
+            "--results",
+            dir,
+        ],
+    )
+    .output()
+    .expect("drydockctl bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "drydockctl bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for label in ["uniform-12", "mixed-12"] {
+        let text = std::fs::read_to_string(results.path().join(format!("{label}.json")))
+            .expect("result JSON");
+        let r: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(r["nodes"], 12, "{r:#}");
+        assert_eq!(r["maxUnavailable"], 3, "{r:#}");
+        let peak = r["peakUnavailable"].as_u64().expect("peak");
+        assert!((1..=3).contains(&peak), "{r:#}");
+        let makespan = r["makespanSeconds"].as_f64().expect("makespan");
+        let bound = r["lowerBoundSeconds"].as_f64().expect("bound");
+        // 12 nodes, 3 at once, each at least a reboot of 1–4 s: four rounds at least.
+        assert!(bound >= 4.0 && makespan >= bound, "{r:#}");
+        assert!(r["reaction"]["samples"].as_u64() > Some(0), "{r:#}");
+        assert!(r["reaction"]["p99Seconds"].as_f64().is_some(), "{r:#}");
+        // Every node was granted a reboot and acknowledged it: the operator and the
+        // agents wrote, the kubelet reported every boot.
+        let per = &r["requestsPerUpdate"];
+        assert!(
+            per["drydock-operator"]["writesWithoutEvictions"].as_f64() >= Some(4.0),
+            "{r:#}"
+        );
+        assert!(
+            per["drydock-agent"]["byVerb"]["patch nodes"].as_f64() >= Some(2.0),
+            "{r:#}"
+        );
+        assert_eq!(
+            per["drydock-bench-kubelet"]["byVerb"]["patch nodes/status"], 1.0,
+            "{r:#}"
+        );
+        assert!(r["operator"]["peakRssMiB"].as_f64() > Some(1.0), "{r:#}");
+        assert!(r["operator"]["plannerPasses"].as_u64() > Some(0), "{r:#}");
+        assert!(r["agent"]["peakRssMiB"].as_f64() > Some(1.0), "{r:#}");
+        let svg = std::fs::read_to_string(results.path().join(format!("{label}-phases.svg")))
+            .expect("plot");
+        assert!(svg.starts_with("<svg") && svg.contains(">Done<"), "{svg}");
+    }
+    let summary = std::fs::read_to_string(results.path().join("summary.md")).expect("summary");
+    assert!(
+        summary.contains("| uniform-12 |") && summary.contains("| mixed-12 |"),
+        "{summary}"
+    );
+    assert!(stdout.contains("| uniform-12 |"), "{stdout}");
     assert!(
         tagged(&tag).is_empty(),
         "processes left: {:?}",

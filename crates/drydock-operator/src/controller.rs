@@ -3,7 +3,12 @@
 //! Nodes, PodDisruptionBudgets and the `drydock-config` ConfigMap are watched (reflector
 //! caches that every replica keeps warm). Pods are listed only for the nodes the plan can
 //! touch — those with a staged update or in a rollout phase — with a field selector on
-//! `spec.nodeName`, so memory follows the node count, not the pod count.
+//! `spec.nodeName`, so memory follows the node count, not the pod count. A node drydock
+//! has cordoned is listed afresh on every pass (its drain is decided on what is there
+//! now); a node still waiting its turn is listed at most every [`WAITING_PODS_TTL`],
+//! which only affects which candidate goes next — the drain of the one chosen works on a
+//! fresh list, and the Eviction API enforces the budgets either way. Without that, a
+//! fleet that staged an update at once would cost one list per node on every pass.
 //!
 //! A pass runs when something relevant changes (debounced), when the plan's
 //! `next_wakeup` comes (a timeout, a bake end, a window edge), when a refused eviction's
@@ -38,6 +43,24 @@ use tracing::{debug, info, warn};
 
 use crate::drain::{self, Evicted};
 use crate::metrics::Metrics;
+
+/// How long the pods of a node that waits its turn (Idle, Queued, Done: not cordoned by
+/// drydock) are taken from the last list.
+pub const WAITING_PODS_TTL: Duration = Duration::from_secs(30);
+
+/// Pods per node as last listed, for nodes that wait their turn.
+type PodCache = HashMap<String, (Instant, Vec<drydock_core::snapshot::PodSnapshot>)>;
+
+/// Whether a node's pods may come from [`PodCache`]: it waits its turn.
+fn waits_its_turn(n: &Node) -> bool {
+    let phase = n
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(keys::PHASE))
+        .map_or("Idle", String::as_str);
+    matches!(phase, "Idle" | "Queued" | "Done")
+}
 
 /// Field manager of every operator write.
 pub const FIELD_MANAGER: &str = "drydock-operator";
@@ -378,6 +401,7 @@ impl Leader {
         let mut reported_config: Option<String> = None;
         // Channel refusals already announced (one Event per node and channel asked for).
         let mut refused: HashSet<(String, String)> = HashSet::new();
+        let mut pod_cache = PodCache::new();
         let mut leading = self.leading.clone();
         info!("leading: planning and acting");
         loop {
@@ -385,14 +409,15 @@ impl Leader {
                 return;
             }
             self.report_config(&mut reported_config).await;
-            let (wake, draining) = match self.pass(&mut retry_at, &mut refused).await {
-                Ok(x) => x,
-                Err(ActError::NotLeading) => return,
-                Err(e) => {
-                    warn!(error = %e, "pass failed; retrying");
-                    (Some(Instant::now() + Duration::from_secs(2)), false)
-                }
-            };
+            let (wake, draining) =
+                match self.pass(&mut retry_at, &mut refused, &mut pod_cache).await {
+                    Ok(x) => x,
+                    Err(ActError::NotLeading) => return,
+                    Err(e) => {
+                        warn!(error = %e, "pass failed; retrying");
+                        (Some(Instant::now() + Duration::from_secs(2)), false)
+                    }
+                };
             let mut deadline = wake;
             let now = Instant::now();
             retry_at.retain(|_, t| *t > now);
@@ -419,6 +444,7 @@ impl Leader {
         &self,
         retry_at: &mut HashMap<String, Instant>,
         refused: &mut HashSet<(String, String)>,
+        pod_cache: &mut PodCache,
     ) -> Result<(Option<Instant>, bool), ActError> {
         let policy = self.fleet.policy.borrow().policy.clone();
         let nodes = self.fleet.nodes.state();
@@ -436,17 +462,37 @@ impl Leader {
                     continue;
                 }
             }
-            if needs_pods(n)
-                && let Some(name) = n.metadata.name.as_deref()
-            {
-                for p in self.pods_on(name).await? {
-                    match drydock_core::k8s::pod(&p) {
-                        Ok(s) => pod_snaps.push(s),
-                        Err(e) => warn!(error = %e, "skipping a pod"),
-                    }
+            let Some(name) = n.metadata.name.as_deref() else {
+                continue;
+            };
+            if !needs_pods(n) {
+                continue;
+            }
+            let cached = waits_its_turn(n)
+                .then(|| pod_cache.get(name))
+                .flatten()
+                .filter(|(at, _)| at.elapsed() < WAITING_PODS_TTL);
+            if let Some((_, pods)) = cached {
+                pod_snaps.extend(pods.iter().cloned());
+                continue;
+            }
+            let mut listed = Vec::new();
+            for p in self.pods_on(name).await? {
+                match drydock_core::k8s::pod(&p) {
+                    Ok(s) => listed.push(s),
+                    Err(e) => warn!(error = %e, "skipping a pod"),
                 }
             }
+            if waits_its_turn(n) {
+                pod_cache.insert(name.to_string(), (Instant::now(), listed.clone()));
+            } else {
+                pod_cache.remove(name);
+            }
+            pod_snaps.extend(listed);
         }
+        pod_cache.retain(|name, (at, _)| {
+            at.elapsed() < WAITING_PODS_TTL && by_name.get(name).is_some_and(|n| waits_its_turn(n))
+        });
         let pdb_snaps = self
             .fleet
             .pdbs

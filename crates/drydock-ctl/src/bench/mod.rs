@@ -512,9 +512,10 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
             reboot: *reboot,
         })
         .collect();
+    let kubelet = client_as(&kubeconfig, "drydock-bench-kubelet/0").await?;
     let fleet = fleet::Fleet::start(
         client_as(&kubeconfig, drydock_agent_user_agent()).await?,
-        client_as(&kubeconfig, "drydock-bench-kubelet/0").await?,
+        kubelet.clone(),
         &sims,
         FROM,
     )?;
@@ -660,6 +661,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
                     }
                     HostLine::Boot(b) if b > machine.boots => {
                         machine.boots = b;
+                        kubelet_reports_boot(&kubelet, &names[0], &machine.root).await?;
                         machine.agent = Some(demo::start_agent(&bins, &mut machine, &kubeconfig, &logs, None)?);
                     }
                     HostLine::Boot(_) => {}
@@ -800,6 +802,28 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
 
 fn drydock_agent_user_agent() -> &'static str {
     concat!("drydock-agent/", env!("CARGO_PKG_VERSION"))
+}
+
+/// The real machine's kubelet after a boot: the host's new boot id on the Node, as the
+/// simulated nodes' kubelets report theirs.
+async fn kubelet_reports_boot(
+    client: &kube::Client,
+    node: &str,
+    root: &Path,
+) -> anyhow::Result<()> {
+    let file = root.join("proc/sys/kernel/random/boot_id");
+    let id =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let api: Api<Node> = Api::all(client.clone());
+    let status = json!({"status": {"nodeInfo": {"bootID": id.trim()}}});
+    api.patch_status(
+        node,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&status),
+    )
+    .await
+    .with_context(|| format!("reporting {node}'s boot"))?;
+    Ok(())
 }
 
 fn pod_ready(p: &Pod) -> bool {
