@@ -253,12 +253,14 @@ fn bench_cmd(args: &BenchArgs) -> ExitCode {
             }
         }
     }
-    let table = bench::table(&results);
+    // The summary covers every run in the directory, this invocation's and earlier ones'.
+    let all = bench::collect(&args.results).unwrap_or(results);
+    let table = bench::table(&all);
     println!("\n{table}");
     let written = std::fs::write(args.results.join("summary.md"), &table).and_then(|()| {
         std::fs::write(
             args.results.join("summary.json"),
-            serde_json::to_string_pretty(&results).unwrap_or_default(),
+            serde_json::to_string_pretty(&all).unwrap_or_default(),
         )
     });
     if let Err(e) = written {

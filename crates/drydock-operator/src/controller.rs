@@ -48,6 +48,9 @@ use crate::metrics::Metrics;
 /// drydock) are taken from the last list.
 pub const WAITING_PODS_TTL: Duration = Duration::from_secs(30);
 
+/// How many pod lists a pass has in flight at once.
+const POD_LISTS_AT_ONCE: usize = 8;
+
 /// Pods per node as last listed, for nodes that wait their turn.
 type PodCache = HashMap<String, (Instant, Vec<drydock_core::snapshot::PodSnapshot>)>;
 
@@ -114,9 +117,17 @@ pub fn watch_fleet(
     let changed = Arc::new(Notify::new());
     let (nodes_r, nodes_w) = reflector::store::<Node>();
     let (pdbs_r, pdbs_w) = reflector::store::<PodDisruptionBudget>();
+    // The caches keep what the planner and the endpoints read. Managed fields (every
+    // writer's field sets, the bulk of a Node) and image lists are dropped on arrival, so
+    // memory per node stays small.
     let node_stream = reflector::reflector(
         nodes_w,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).modify(|n| {
+            n.metadata.managed_fields = None;
+            if let Some(s) = n.status.as_mut() {
+                s.images = None;
+            }
+        }),
     )
     .default_backoff()
     .touched_objects();
@@ -125,7 +136,8 @@ pub fn watch_fleet(
         watcher(
             Api::<PodDisruptionBudget>::all(client.clone()),
             watcher::Config::default(),
-        ),
+        )
+        .modify(|b| b.metadata.managed_fields = None),
     )
     .default_backoff()
     .touched_objects();
@@ -454,6 +466,7 @@ impl Leader {
             .collect();
         let mut node_snaps = Vec::with_capacity(nodes.len());
         let mut pod_snaps = Vec::new();
+        let mut to_list: Vec<(String, bool)> = Vec::new();
         for n in &nodes {
             match drydock_core::k8s::node(n) {
                 Ok(s) => node_snaps.push(s),
@@ -472,24 +485,34 @@ impl Leader {
                 .then(|| pod_cache.get(name))
                 .flatten()
                 .filter(|(at, _)| at.elapsed() < WAITING_PODS_TTL);
-            if let Some((_, pods)) = cached {
-                pod_snaps.extend(pods.iter().cloned());
-                continue;
+            match cached {
+                Some((_, pods)) => pod_snaps.extend(pods.iter().cloned()),
+                None => to_list.push((name.to_string(), waits_its_turn(n))),
             }
+        }
+        // The lists are independent reads: a few at a time, not one after another.
+        let mut lists = futures_util::stream::iter(
+            to_list
+                .into_iter()
+                .map(|(name, waiting)| async move { (self.pods_on(&name).await, name, waiting) }),
+        )
+        .buffer_unordered(POD_LISTS_AT_ONCE);
+        while let Some((pods, name, waiting)) = lists.next().await {
             let mut listed = Vec::new();
-            for p in self.pods_on(name).await? {
+            for p in pods? {
                 match drydock_core::k8s::pod(&p) {
                     Ok(s) => listed.push(s),
                     Err(e) => warn!(error = %e, "skipping a pod"),
                 }
             }
-            if waits_its_turn(n) {
-                pod_cache.insert(name.to_string(), (Instant::now(), listed.clone()));
+            if waiting {
+                pod_cache.insert(name, (Instant::now(), listed.clone()));
             } else {
-                pod_cache.remove(name);
+                pod_cache.remove(&name);
             }
             pod_snaps.extend(listed);
         }
+        drop(lists);
         pod_cache.retain(|name, (at, _)| {
             at.elapsed() < WAITING_PODS_TTL && by_name.get(name).is_some_and(|n| waits_its_turn(n))
         });

@@ -842,6 +842,37 @@ impl Drop for Aborting {
     }
 }
 
+/// Every run's results in `dir` (`<profile>-<nodes>.json`), by profile, then size.
+pub fn collect(dir: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = e?.path();
+        let is_run = path.extension().is_some_and(|x| x == "json")
+            && path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .is_some_and(|s| s != "summary");
+        if !is_run {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a bench result", path.display()))?;
+        all.push(v);
+    }
+    all.sort_by(|a, b| {
+        (
+            a["profile"].as_str() != Some("uniform"),
+            a["nodes"].as_u64(),
+        )
+            .cmp(&(
+                b["profile"].as_str() != Some("uniform"),
+                b["nodes"].as_u64(),
+            ))
+    });
+    Ok(all)
+}
+
 /// The results as a Markdown table, one row per run.
 pub fn table(results: &[serde_json::Value]) -> String {
     let mut out = String::from(
