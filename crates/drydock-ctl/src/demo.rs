@@ -118,6 +118,9 @@ pub fn chaos_policy() -> String {
     )
 }
 
+/// How long a demo host's reboot takes.
+const DEMO_REBOOT: Duration = Duration::from_secs(3);
+
 /// How long a delayed reboot keeps the host frozen: past [`chaos_policy`]'s readyTimeout.
 const FREEZE: Duration = Duration::from_secs(26);
 
@@ -379,23 +382,7 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
         opts.workers.min(3)
     ));
 
-    let ns: Api<Namespace> = Api::all(client.clone());
-    for n in [NS, APPS] {
-        ns.create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": n}}))?,
-        )
-        .await
-        .with_context(|| format!("creating namespace {n}"))?;
-    }
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
-    cms.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "drydock-config"},
-            "data": {"config.yaml": policy_text}}))?,
-    )
-    .await
-    .context("creating the drydock-config ConfigMap")?;
+    create_namespaces_and_policy(&client, NS, APPS, policy_text).await?;
 
     // The upstream: Flatcar nodes check a fake Omaha server; CoreOS agents read a fake
     // Cincinnati graph, and the commits it names are published on each host's remote
@@ -440,6 +427,7 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
             work,
             i,
             boot_tx.clone(),
+            DEMO_REBOOT,
         )?;
         machines.push(m);
     }
@@ -940,6 +928,35 @@ async fn run_in(opts: &Options, bins: &Bins, work: &Path) -> anyhow::Result<Summ
     })
 }
 
+/// Creates drydock's namespace `ns` with the policy ConfigMap `drydock-config` holding
+/// `policy_text`, and the workloads' namespace `apps`.
+pub(crate) async fn create_namespaces_and_policy(
+    client: &kube::Client,
+    ns: &str,
+    apps: &str,
+    policy_text: &str,
+) -> anyhow::Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for n in [ns, apps] {
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": n}}))?,
+            )
+            .await
+            .with_context(|| format!("creating namespace {n}"))?;
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "drydock-config"},
+            "data": {"config.yaml": policy_text}}))?,
+    )
+    .await
+    .context("creating the drydock-config ConfigMap")?;
+    Ok(())
+}
+
 /// Aborts the observer's tasks when dropped (also on an early return or Ctrl-C).
 struct Watchers(Vec<JoinHandle<()>>);
 
@@ -951,35 +968,10 @@ impl Drop for Watchers {
     }
 }
 
-/// A machine as the demo runs it: 3 s reboots.
-#[allow(clippy::too_many_arguments)]
-fn start_machine(
-    bins: &Bins,
-    os: DemoOs,
-    name: &str,
-    version: &str,
-    omaha: Option<String>,
-    work: &Path,
-    index: usize,
-    boots: mpsc::UnboundedSender<(usize, String)>,
-) -> anyhow::Result<Machine> {
-    start_machine_with(
-        bins,
-        os,
-        name,
-        version,
-        omaha,
-        work,
-        index,
-        boots,
-        Duration::from_secs(3),
-    )
-}
-
 /// Starts a simulated host (`drydock-sim host` on its own dbus-daemon) whose reboots take
 /// `reboot`; its boot and power-off lines go to `boots`, tagged with `index`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn start_machine_with(
+pub(crate) fn start_machine(
     bins: &Bins,
     os: DemoOs,
     name: &str,

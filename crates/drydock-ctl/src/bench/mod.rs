@@ -33,7 +33,7 @@ use drydock_sim::omaha::OmahaServer;
 use drydock_testenv::{NodeSpec, TestEnv, start_process, workload};
 use futures_util::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
@@ -417,25 +417,9 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
         ),
     );
 
-    let ns: Api<Namespace> = Api::all(client.clone());
-    for n in [NS, APPS] {
-        ns.create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": n}}))?,
-        )
-        .await
-        .with_context(|| format!("creating namespace {n}"))?;
-    }
     let policy_text = policy(opts.max_unavailable);
     drydock_core::Policy::from_yaml(&policy_text).map_err(|e| anyhow!("the bench policy: {e}"))?;
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
-    cms.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "drydock-config"},
-            "data": {"config.yaml": policy_text}}))?,
-    )
-    .await
-    .context("creating the drydock-config ConfigMap")?;
+    demo::create_namespaces_and_policy(&client, NS, APPS, &policy_text).await?;
 
     // Workloads: Deployments of PER_DEPLOYMENT pods, spread over the nodes, each behind a
     // budget of 25 % unavailable.
@@ -492,7 +476,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
     .await
     .context("starting the fake Omaha server")?;
     let (boot_tx, mut boot_rx) = mpsc::unbounded_channel::<(usize, String)>();
-    let mut machine = demo::start_machine_with(
+    let mut machine = demo::start_machine(
         &bins,
         DemoOs::Flatcar,
         &names[0],
