@@ -120,13 +120,16 @@ pub enum Severity {
 pub struct NodeEvent {
     /// Normal or Warning.
     pub severity: Severity,
-    /// `Cordoned`, `DrainStarted`, `RebootGranted`, …
+    /// `DrainStarted`, `RebootGranted`, `Rebooted`, `Verified`, …
     pub reason: &'static str,
     /// The sentence.
     pub note: String,
 }
 
-/// The Events that applying `action` (from `current`) produces.
+/// The Events that applying `action` (from `current`) produces: one per step a person
+/// follows on `kubectl describe node` — the cordon goes with the drain that starts, and
+/// an uncordon with the step that ends the update (each Event is a write to the API
+/// server, so a rollout of thousands of nodes must not make more than it needs).
 pub fn events_for(current: &NodeState, action: &PlannedAction) -> Vec<NodeEvent> {
     let ev = |severity, reason, note: String| NodeEvent {
         severity,
@@ -134,29 +137,23 @@ pub fn events_for(current: &NodeState, action: &PlannedAction) -> Vec<NodeEvent>
         note,
     };
     let msg = action.reason.message.clone();
-    let mut out = Vec::new();
-    let uncordoned = |out: &mut Vec<NodeEvent>, uncordon: bool| {
+    let uncordoned = |note: String, uncordon: bool| {
         if uncordon && current.operator.cordoned {
-            out.push(ev(
-                Severity::Normal,
-                "Uncordoned",
-                "drydock uncordoned the node it had cordoned".into(),
-            ));
+            format!("{note}; uncordoned the node drydock had cordoned")
+        } else {
+            note
         }
     };
+    let mut out = Vec::new();
     match &action.action {
-        Action::Drain { start: true, evict } => {
-            out.push(ev(
-                Severity::Normal,
-                "Cordoned",
-                format!("cordoned for the update ({msg})"),
-            ));
-            out.push(ev(
-                Severity::Normal,
-                "DrainStarted",
-                format!("draining: {} pod(s) to evict", evict.len()),
-            ));
-        }
+        Action::Drain { start: true, evict } => out.push(ev(
+            Severity::Normal,
+            "DrainStarted",
+            format!(
+                "cordoned and draining for the update ({msg}): {} pod(s) to evict",
+                evict.len()
+            ),
+        )),
         Action::Drain { .. } | Action::MarkRebooting => {}
         Action::ForceDrain { delete } => out.push(ev(
             Severity::Warning,
@@ -170,20 +167,16 @@ pub fn events_for(current: &NodeState, action: &PlannedAction) -> Vec<NodeEvent>
         )),
         Action::Verify => out.push(ev(Severity::Normal, "Rebooted", msg)),
         Action::Complete { uncordon } => {
-            out.push(ev(Severity::Normal, "Verified", msg));
-            uncordoned(&mut out, *uncordon);
+            out.push(ev(Severity::Normal, "Verified", uncordoned(msg, *uncordon)))
         }
         Action::Hold { uncordon } => {
-            out.push(ev(Severity::Warning, "Held", msg));
-            uncordoned(&mut out, *uncordon);
+            out.push(ev(Severity::Warning, "Held", uncordoned(msg, *uncordon)))
         }
         Action::Fail { uncordon } => {
-            out.push(ev(Severity::Warning, "Failed", msg));
-            uncordoned(&mut out, *uncordon);
+            out.push(ev(Severity::Warning, "Failed", uncordoned(msg, *uncordon)))
         }
         Action::Release { uncordon } => {
-            out.push(ev(Severity::Normal, "Released", msg));
-            uncordoned(&mut out, *uncordon);
+            out.push(ev(Severity::Normal, "Released", uncordoned(msg, *uncordon)))
         }
     }
     out
@@ -228,7 +221,11 @@ mod tests {
         assert_eq!(next.drain_started, Some(now));
         assert_eq!(next.pool.as_deref(), Some("workers"));
         let names: Vec<_> = events_for(&s, &a).iter().map(|e| e.reason).collect();
-        assert_eq!(names, vec!["Cordoned", "DrainStarted"]);
+        assert_eq!(
+            names,
+            vec!["DrainStarted"],
+            "one Event for the cordon and the drain"
+        );
         // Continuing the drain keeps the phase's start.
         let cur = NodeState {
             operator: next.clone(),
@@ -292,7 +289,22 @@ mod tests {
         assert_eq!(next.token, Some(4), "tokens only grow");
         assert_eq!(next.phase, Some(Phase::Done));
         let names: Vec<_> = events_for(&s, &a).iter().map(|e| e.reason).collect();
-        assert_eq!(names, vec!["Verified", "Uncordoned"]);
+        let evs = events_for(&s, &a);
+        assert_eq!(
+            names,
+            vec!["Verified"],
+            "one Event for the end and the uncordon"
+        );
+        assert!(
+            evs[0]
+                .note
+                .ends_with("uncordoned the node drydock had cordoned"),
+            "{evs:?}"
+        );
+        s.operator.cordoned = false;
+        let evs = events_for(&s, &a);
+        assert!(!evs[0].note.contains("uncordoned"), "{evs:?}");
+        s.operator.cordoned = true;
         let held = events_for(
             &s,
             &planned(Action::Hold { uncordon: true }, ReasonCode::DrainTimeout),

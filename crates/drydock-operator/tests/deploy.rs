@@ -575,7 +575,7 @@ async fn the_operator_binary_works_with_only_its_service_accounts_rights() {
         .into_iter()
         .map(|e| e.1)
         .collect();
-    for r in ["Cordoned", "DrainStarted", "RebootGranted"] {
+    for r in ["DrainStarted", "RebootGranted"] {
         assert!(
             reasons.iter().any(|x| x == r),
             "{r} missing from {reasons:?}"

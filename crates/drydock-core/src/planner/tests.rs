@@ -439,6 +439,29 @@ fn a_granted_reboot_is_followed_to_verification() {
 }
 
 #[test]
+fn without_bake_or_hooks_a_verified_boot_completes_at_once() {
+    let p = policy("health: {bake: 0s}");
+    let mut back = granted("a", minutes(-1), 3);
+    rebooted(&mut back, "4230.0.0", "b");
+    let plan = run(vec![back.clone()], vec![], vec![], &p, now());
+    assert_eq!(action(&plan, "a"), Action::Complete { uncordon: true });
+    assert_eq!(plan.actions[0].reason.code, ReasonCode::BootVerified);
+    assert_eq!(
+        plan.actions[0].reason.message,
+        "booted 4230.0.0 from slot b (no bake, no after-reboot hooks)"
+    );
+    // Still NotReady: waited for, as with a bake.
+    back.ready = false;
+    let plan = run(vec![back.clone()], vec![], vec![], &p, now());
+    assert_eq!(wait_code(&plan, "a"), ReasonCode::Rebooting);
+    // An after-reboot hook keeps the Verifying step.
+    back.ready = true;
+    let p = policy("health: {bake: 0s}\nhooks: {afterReboot: [example.com/smoke-ok]}");
+    let plan = run(vec![back], vec![], vec![], &p, now());
+    assert_eq!(action(&plan, "a"), Action::Verify);
+}
+
+#[test]
 fn a_rollback_fails_the_node_and_halts_the_pool() {
     let p = policy("");
     let mut n = granted("a", minutes(-3), 1);
