@@ -51,6 +51,23 @@ pub const WAITING_PODS_TTL: Duration = Duration::from_secs(30);
 /// How many pod lists a pass has in flight at once.
 const POD_LISTS_AT_ONCE: usize = 8;
 
+/// How many nodes a pass writes to at once (each node's own steps stay in order).
+const NODES_AT_ONCE: usize = 16;
+
+/// At most this many waiting nodes get what they show (phase, reason) written per pass;
+/// the rest are written in the passes that follow at once.
+const WAITING_WRITES_PER_PASS: usize = 256;
+
+/// A waiting node's new operator state, to be written.
+struct WaitingWrite {
+    node: Arc<Node>,
+    next: OperatorState,
+    /// The channel this write gives the node, if it gives one (an Event tells it).
+    channel_set: Option<String>,
+    /// Order among the pass's waiting writes: 0 goes first.
+    rank: u8,
+}
+
 /// Pods per node as last listed, for nodes that wait their turn.
 type PodCache = HashMap<String, (Instant, Vec<drydock_core::snapshot::PodSnapshot>)>;
 
@@ -63,6 +80,35 @@ fn waits_its_turn(n: &Node) -> bool {
         .and_then(|l| l.get(keys::PHASE))
         .map_or("Idle", String::as_str);
     matches!(phase, "Idle" | "Queued" | "Done")
+}
+
+/// Cuts a Node down to what drydock reads: its identity, labels and annotations (the
+/// protocol, pool selectors, hooks), `spec.unschedulable`, the Ready condition and
+/// `status.nodeInfo` (boot and machine ids). Managed fields, images, addresses,
+/// capacities and the other conditions are most of a Node's size.
+pub fn slim_node(n: &mut Node) {
+    let m = &mut n.metadata;
+    m.managed_fields = None;
+    m.owner_references = None;
+    m.finalizers = None;
+    m.generate_name = None;
+    if let Some(spec) = n.spec.as_mut() {
+        *spec = k8s_openapi::api::core::v1::NodeSpec {
+            unschedulable: spec.unschedulable,
+            ..Default::default()
+        };
+    }
+    if let Some(status) = n.status.as_mut() {
+        let ready = status
+            .conditions
+            .take()
+            .map(|cs| cs.into_iter().filter(|c| c.type_ == "Ready").collect());
+        *status = k8s_openapi::api::core::v1::NodeStatus {
+            conditions: ready,
+            node_info: status.node_info.take(),
+            ..Default::default()
+        };
+    }
 }
 
 /// Field manager of every operator write.
@@ -117,17 +163,11 @@ pub fn watch_fleet(
     let changed = Arc::new(Notify::new());
     let (nodes_r, nodes_w) = reflector::store::<Node>();
     let (pdbs_r, pdbs_w) = reflector::store::<PodDisruptionBudget>();
-    // The caches keep what the planner and the endpoints read. Managed fields (every
-    // writer's field sets, the bulk of a Node) and image lists are dropped on arrival, so
-    // memory per node stays small.
+    // The caches keep what the planner and the endpoints read, nothing else: a Node is
+    // cut down to it on arrival, so memory per node stays small.
     let node_stream = reflector::reflector(
         nodes_w,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).modify(|n| {
-            n.metadata.managed_fields = None;
-            if let Some(s) = n.status.as_mut() {
-                s.images = None;
-            }
-        }),
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).modify(slim_node),
     )
     .default_backoff()
     .touched_objects();
@@ -552,27 +592,43 @@ impl Leader {
         }
         self.metrics.set_nodes(counts);
 
+        // Each node's writes are independent of every other node's: a pass acts on
+        // several nodes at once (each node's own steps stay in order), so one slow write
+        // does not hold up the rest of the fleet.
+        draining |= plan
+            .actions
+            .iter()
+            .any(|a| matches!(a.action, Action::Drain { .. } | Action::ForceDrain { .. }));
+        let retry_now = &*retry_at;
+        let mut jobs = Vec::with_capacity(plan.actions.len());
         for a in &plan.actions {
             let Some(node) = by_name.get(&a.node) else {
                 continue;
             };
-            if matches!(a.action, Action::Drain { .. } | Action::ForceDrain { .. }) {
-                draining = true;
-            }
             let grace = policy.all_pools().find(|p| p.name == a.pool).and_then(|p| {
                 match p.drain.grace_period {
                     GracePeriod::Pod => None,
                     GracePeriod::Seconds(s) => Some(s),
                 }
             });
-            match self.act(node, a, now, grace, retry_at).await {
-                Ok(()) => {}
+            jobs.push(async move { (a, self.act(node, a, now, grace, retry_now).await) });
+        }
+        let mut acting = futures_util::stream::iter(jobs).buffer_unordered(NODES_AT_ONCE);
+        let mut retries = Vec::new();
+        while let Some((a, result)) = acting.next().await {
+            match result {
+                Ok(r) => retries.extend(r),
                 Err(ActError::NotLeading) => return Err(ActError::NotLeading),
                 Err(e) => {
                     warn!(node = %a.node, action = a.action.name(), error = %e, "action failed; the next pass retries it")
                 }
             }
         }
+        drop(acting);
+        retry_at.extend(retries);
+
+        let mut writes: Vec<WaitingWrite> = Vec::new();
+        let mut refusals: Vec<(Arc<Node>, String)> = Vec::new();
         for w in &plan.waiting {
             let Some(node) = by_name.get(&w.node) else {
                 continue;
@@ -580,12 +636,14 @@ impl Leader {
             let state = node_state(node);
             let mut next = transition::while_waiting(&state, w, now);
             let mut channel_set = None;
+            let mut command = false;
             // The pool's channel and version pin, carried to the node (only while no
             // action is under way, so this write never races an action's).
             if let Some(snap) = snapshot.node_index(&w.node).map(|i| &snapshot.nodes()[i]) {
                 if let Some(pin) = channel::pin_change(&policy, snap) {
                     let n = next.get_or_insert_with(|| state.operator.clone());
                     n.version_pin = pin;
+                    command = true;
                 }
                 match channel::decide(&policy, snap) {
                     ChannelDecision::Keep => {}
@@ -593,13 +651,13 @@ impl Leader {
                         let n = next.get_or_insert_with(|| state.operator.clone());
                         n.desired_channel = Some(ch.clone());
                         channel_set = Some(ch);
+                        command = true;
                     }
                     ChannelDecision::Refused { to, message, .. } => {
                         if refused.insert((w.node.clone(), to)) {
                             warn!(node = %w.node, reason = %message, "channel change refused");
                             self.metrics.channel("refused");
-                            self.event(node, Severity::Warning, "ChannelChangeRefused", message)
-                                .await;
+                            refusals.push((node.clone(), message));
                         }
                     }
                 }
@@ -608,32 +666,84 @@ impl Leader {
                 if next.reason_code != state.operator.reason_code {
                     debug!(node = %w.node, code = %w.reason.code, reason = %w.reason.message, "waiting");
                 }
-                match self.write(&w.node, &next).await {
-                    Ok(()) => {
-                        if let Some(ch) = channel_set {
-                            info!(node = %w.node, channel = %ch, "set the node's channel");
-                            self.metrics.channel("set");
-                            self.event(
-                                node,
-                                Severity::Normal,
-                                "ChannelSet",
-                                format!(
-                                    "the pool's channel is {ch}; the agent switches the node to it"
-                                ),
-                            )
-                            .await;
-                        }
-                    }
-                    Err(ActError::NotLeading) => return Err(ActError::NotLeading),
-                    Err(e) => warn!(node = %w.node, error = %e, "cannot record why the node waits"),
+                // Commands to the agent and progress of a node under way first, then a
+                // node's first word on why it waits, then a changed wording.
+                let rank = if command || !matches!(w.phase, Phase::Idle | Phase::Queued) {
+                    0
+                } else if state.operator.phase() != w.phase
+                    || next.reason_code != state.operator.reason_code
+                {
+                    1
+                } else {
+                    2
+                };
+                writes.push(WaitingWrite {
+                    node: node.clone(),
+                    next,
+                    channel_set,
+                    rank,
+                });
+            }
+        }
+        // What a waiting node shows is told a bounded number of nodes per pass, so that a
+        // fleet that staged at once does not hold up the next action behind thousands of
+        // writes; the rest follow in the passes right after.
+        writes.sort_by_key(|w| w.rank);
+        let deferred = writes.len().saturating_sub(WAITING_WRITES_PER_PASS);
+        writes.truncate(WAITING_WRITES_PER_PASS);
+        if deferred > 0 {
+            debug!(deferred, "waiting reasons left for the next pass");
+        }
+        for (node, message) in refusals {
+            self.event(&node, Severity::Warning, "ChannelChangeRefused", message)
+                .await;
+        }
+        let mut jobs = Vec::with_capacity(writes.len());
+        for w in writes {
+            jobs.push(async move {
+                let r = self.tell_waiting(&w).await;
+                (w, r)
+            });
+        }
+        let mut telling = futures_util::stream::iter(jobs).buffer_unordered(NODES_AT_ONCE);
+        while let Some((w, result)) = telling.next().await {
+            match result {
+                Ok(()) => {}
+                Err(ActError::NotLeading) => return Err(ActError::NotLeading),
+                Err(e) => {
+                    let name = w.node.metadata.name.as_deref().unwrap_or_default();
+                    warn!(node = %name, error = %e, "cannot record why the node waits")
                 }
             }
         }
-        let wake = plan.next_wakeup.map(|t| {
+        drop(telling);
+        let mut wake = plan.next_wakeup.map(|t| {
             let secs = t.duration_since(Timestamp::now()).as_secs_f64().max(0.0);
             Instant::now() + Duration::from_secs_f64(secs.min(86_400.0)) + Duration::from_millis(50)
         });
+        if deferred > 0 {
+            let soon = Instant::now() + Duration::from_millis(200);
+            wake = Some(wake.map_or(soon, |t| t.min(soon)));
+        }
         Ok((wake, draining))
+    }
+
+    /// Records why `w.node` waits (and the channel it is given, with its Event).
+    async fn tell_waiting(&self, w: &WaitingWrite) -> Result<(), ActError> {
+        let name = w.node.metadata.name.as_deref().unwrap_or_default();
+        self.write(name, &w.next).await?;
+        if let Some(ch) = &w.channel_set {
+            info!(node = %name, channel = %ch, "set the node's channel");
+            self.metrics.channel("set");
+            self.event(
+                &w.node,
+                Severity::Normal,
+                "ChannelSet",
+                format!("the pool's channel is {ch}; the agent switches the node to it"),
+            )
+            .await;
+        }
+        Ok(())
     }
 
     async fn act(
@@ -642,8 +752,9 @@ impl Leader {
         a: &PlannedAction,
         now: Timestamp,
         grace: Option<u64>,
-        retry_at: &mut HashMap<String, Instant>,
-    ) -> Result<(), ActError> {
+        retry_at: &HashMap<String, Instant>,
+    ) -> Result<Vec<(String, Instant)>, ActError> {
+        let mut retries = Vec::new();
         let state = node_state(node);
         let next = transition::after_action(&state, a, now);
         if next != state.operator {
@@ -668,7 +779,7 @@ impl Leader {
                         continue;
                     }
                     self.check_leading()?;
-                    self.evict(node, &a.pool, pod, grace, retry_at).await;
+                    retries.extend(self.evict(node, &a.pool, pod, grace).await);
                 }
             }
             Action::ForceDrain { delete } => {
@@ -693,26 +804,31 @@ impl Leader {
             }
             _ => {}
         }
-        Ok(())
+        Ok(retries)
     }
 
+    /// Asks the Eviction API for `pod`; returns when to ask again if it was refused.
     async fn evict(
         &self,
         node: &Node,
         pool: &str,
         pod: &PodRef,
         grace: Option<u64>,
-        retry_at: &mut HashMap<String, Instant>,
-    ) {
+    ) -> Option<(String, Instant)> {
         match drain::evict(&self.client, pod, grace).await {
-            Ok(Evicted::Accepted) => self.metrics.eviction(pool, "accepted"),
-            Ok(Evicted::Gone) => self.metrics.eviction(pool, "gone"),
+            Ok(Evicted::Accepted) => {
+                self.metrics.eviction(pool, "accepted");
+                None
+            }
+            Ok(Evicted::Gone) => {
+                self.metrics.eviction(pool, "gone");
+                None
+            }
             Ok(Evicted::Blocked {
                 retry_after,
                 message,
             }) => {
                 self.metrics.eviction(pool, "blocked");
-                retry_at.insert(pod.uid.clone(), Instant::now() + retry_after);
                 let budget = pod.pdb.as_deref().unwrap_or("(unknown budget)");
                 self.event(
                     node,
@@ -726,16 +842,83 @@ impl Leader {
                     ),
                 )
                 .await;
+                Some((pod.uid.clone(), Instant::now() + retry_after))
             }
             Ok(Evicted::Refused { status, message }) => {
                 self.metrics.eviction(pool, "refused");
-                retry_at.insert(pod.uid.clone(), Instant::now() + Duration::from_secs(10));
                 warn!(pod = %pod.name, status, %message, "eviction refused");
+                Some((pod.uid.clone(), Instant::now() + Duration::from_secs(10)))
             }
             Err(e) => {
                 self.metrics.eviction(pool, "error");
                 warn!(error = %e, "eviction failed");
+                None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slim_node_keeps_what_the_planner_and_the_endpoints_read() {
+        let full: Node = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {
+                "name": "n1", "uid": "u1", "resourceVersion": "7",
+                "labels": {"pool": "blue", "drydock.dev/phase": "Queued"},
+                "annotations": {"drydock.dev/reason": "pool blue: 1 of 1 unavailable", "example.com/hook": "true"},
+                "managedFields": [{"manager": "kubelet", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}}]
+            },
+            "spec": {"unschedulable": true, "podCIDR": "10.0.0.0/24", "providerID": "kwok://n1"},
+            "status": {
+                "conditions": [
+                    {"type": "MemoryPressure", "status": "False"},
+                    {"type": "Ready", "status": "True", "reason": "KubeletReady"}
+                ],
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}],
+                "capacity": {"cpu": "2"},
+                "images": [{"names": ["pause"], "sizeBytes": 1}],
+                "nodeInfo": {"machineID": "m1", "bootID": "b1", "systemUUID": "s", "kernelVersion": "k",
+                    "osImage": "Flatcar", "containerRuntimeVersion": "c", "kubeletVersion": "v",
+                    "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"}
+            }
+        }))
+        .expect("a node");
+        let mut slim = full.clone();
+        slim_node(&mut slim);
+        assert_eq!(
+            format!("{:?}", drydock_core::k8s::node(&slim)),
+            format!("{:?}", drydock_core::k8s::node(&full)),
+            "the planner sees the same node"
+        );
+        assert_eq!(slim.metadata.annotations, full.metadata.annotations);
+        assert_eq!(slim.metadata.resource_version.as_deref(), Some("7"));
+        assert!(slim.metadata.managed_fields.is_none());
+        let spec = slim.spec.as_ref().expect("spec");
+        assert_eq!(spec.unschedulable, Some(true));
+        assert!(spec.pod_cidr.is_none() && spec.provider_id.is_none());
+        let status = slim.status.as_ref().expect("status");
+        let types: Vec<&str> = status
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| c.type_.as_str())
+            .collect();
+        assert_eq!(types, vec!["Ready"]);
+        assert_eq!(
+            status.node_info.as_ref().map(|i| i.boot_id.as_str()),
+            Some("b1")
+        );
+        assert!(status.images.is_none() && status.addresses.is_none() && status.capacity.is_none());
+        let size = |n: &Node| serde_json::to_vec(n).map(|v| v.len()).unwrap_or(0);
+        assert!(
+            size(&slim) < size(&full),
+            "{} vs {}",
+            size(&slim),
+            size(&full)
+        );
     }
 }
