@@ -26,8 +26,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// The field manager and user agent of `drydock-agent` (what the real agent sends).
-const FIELD_MANAGER: &str = "drydock-agent";
+// The field manager of `drydock-agent`'s writes, which the simulated agents make too.
+use drydock_agent::FIELD_MANAGER;
 /// The agent version the simulated agents report.
 const AGENT_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "-bench");
 

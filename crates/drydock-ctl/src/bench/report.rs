@@ -47,12 +47,14 @@ pub fn quantile(xs: &[f64], q: f64) -> Option<f64> {
 
 /// From a node verified to the next drain started: the k-th drain that started after the
 /// first verification is paired with the k-th verification (each verification frees the
-/// slot one waiting node takes). Drains of the first round (before any verification) and
-/// verifications nobody was waiting for (the end of the rollout) have no pair.
+/// slot one waiting node takes). A node is verified when it reaches Done — from Verifying
+/// after a bake, or straight from Rebooting when the pool has no bake and no hooks.
+/// Drains of the first round (before any verification) and verifications nobody was
+/// waiting for (the end of the rollout) have no pair.
 pub fn reactions(changes: &[Change]) -> Vec<f64> {
     let verified: Vec<f64> = changes
         .iter()
-        .filter(|c| c.from == "Verifying" && c.to != "Failed")
+        .filter(|c| c.to == "Done" && c.from != "Done")
         .map(|c| c.t)
         .collect();
     let Some(&first) = verified.first() else {
@@ -241,9 +243,9 @@ mod tests {
             change(0.1, 1, "Cordoned", "Draining"),
             change(5.0, 0, "Verifying", "Done"),
             change(5.4, 2, "Cordoned", "Draining"),
-            change(6.0, 1, "Verifying", "Done"),
+            change(6.0, 1, "Rebooting", "Done"),
             change(6.2, 3, "Cordoned", "Draining"),
-            change(9.0, 2, "Verifying", "Done"),
+            change(9.0, 2, "Rebooting", "Done"),
         ];
         let r = reactions(&changes);
         assert_eq!(r.len(), 2);
