@@ -97,7 +97,10 @@ fn plan_on_the_example_explains_every_node() {
     let t = text(&out.stdout);
     assert!(t.contains("PDB shop/db allows 0 disruptions"), "{t}");
     assert!(t.contains("node is NotReady"), "{t}");
-    assert!(t.contains("pool control-plane: 1 of 1 unavailable"), "{t}");
+    assert!(
+        t.contains("pool control-plane: at its limit of 1 unavailable node(s)"),
+        "{t}"
+    );
     // Outside the window nothing starts, and the table says when it opens.
     let out = drydockctl(&[
         "plan",

@@ -1,11 +1,12 @@
 //! The leader's loop: read the fleet, ask the planner, act.
 //!
 //! Nodes, PodDisruptionBudgets and the `drydock-config` ConfigMap are watched (reflector
-//! caches that every replica keeps warm). Pods are listed only for the nodes the plan can
-//! touch — those with a staged update or in a rollout phase — with a field selector on
-//! `spec.nodeName`, so memory follows the node count, not the pod count. A node drydock
-//! has cordoned is listed afresh on every pass (its drain is decided on what is there
-//! now); a node still waiting its turn is listed at most every [`WAITING_PODS_TTL`],
+//! caches that every replica keeps warm). Pods are listed only for the nodes whose pods
+//! the plan reads — those draining, and those with a staged update waiting their turn —
+//! with a field selector on `spec.nodeName`, so memory follows the node count, not the
+//! pod count. A draining node is listed afresh on every pass (its drain is decided on
+//! what is there now); a node still waiting its turn is listed at most every
+//! [`WAITING_PODS_TTL`],
 //! which only affects which candidate goes next — the drain of the one chosen works on a
 //! fresh list, and the Eviction API enforces the budgets either way. Without that, a
 //! fleet that staged an update at once would cost one list per node on every pass.
@@ -305,6 +306,10 @@ enum ActError {
     Api(#[from] kube::Error),
 }
 
+/// Whether the plan reads the node's pods: it drains (what is left to evict, which
+/// budgets its evictions use), or it has an update staged and waits its turn (what its
+/// drain would need). A node granted its reboot, rebooting or verifying has no use for
+/// them, nor has one Held, Failed or up to date.
 fn needs_pods(n: &Node) -> bool {
     let labels = n.metadata.labels.as_ref();
     let phase = labels
@@ -314,7 +319,7 @@ fn needs_pods(n: &Node) -> bool {
     let staged = labels
         .and_then(|l| l.get(keys::REBOOT_NEEDED))
         .is_some_and(|v| v == "true");
-    staged || !matches!(phase, "Idle" | "Done")
+    phase == "Draining" || (staged && waits_its_turn(n))
 }
 
 fn node_state(n: &Node) -> NodeState {

@@ -1184,13 +1184,13 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
                 }
             }
             if t.unavailable + t.starting >= limits[pi] {
+                // Worded without the count of the moment, so a queue of thousands
+                // is not rewritten each time a slot frees and fills again.
                 return Some(queued(
                     ReasonCode::PoolAtCapacity,
                     format!(
-                        "pool {}: {} of {} unavailable",
-                        pool.name,
-                        t.unavailable + t.starting,
-                        limits[pi]
+                        "pool {}: at its limit of {} unavailable node(s)",
+                        pool.name, limits[pi]
                     ),
                 ));
             }
@@ -1267,13 +1267,13 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
             }
             let alone = left == untouched_budget[b as usize] && left == allowed;
             if n > left && !alone {
+                // No counts of the moment here either (they change with every
+                // eviction elsewhere).
                 blocked = Some(Reason::new(
                     ReasonCode::PdbBlocked,
                     format!(
-                        "PDB {} allows {} disruption(s), {} in use by other drains; this node needs {}",
+                        "PDB {}: the disruptions it allows are taken by other drains; this node needs {}",
                         pdb.key(),
-                        allowed,
-                        allowed - left,
                         n
                     ),
                 ));

@@ -169,7 +169,7 @@ fn a_uniform_pool_starts_exactly_max_unavailable_nodes() {
     assert_eq!(waiting.len(), 3);
     assert_eq!(
         waiting[0].reason.message,
-        "pool default: 2 of 2 unavailable"
+        "pool default: at its limit of 2 unavailable node(s)"
     );
     assert_eq!(waiting[0].phase, Phase::Queued);
     assert_eq!(plan.pools[0].starting, 2);
@@ -190,7 +190,7 @@ fn a_not_ready_node_uses_up_the_pools_capacity() {
     assert_eq!(wait_code(&plan, "a"), ReasonCode::PoolAtCapacity);
     assert_eq!(
         plan.waiting_for("a").unwrap().reason.message,
-        "pool default: 1 of 1 unavailable"
+        "pool default: at its limit of 1 unavailable node(s)"
     );
 }
 
@@ -225,7 +225,7 @@ fn two_nodes_sharing_a_budget_of_one_drain_one_at_a_time() {
     let other = if started(&plan)[0] == "a" { "b" } else { "a" };
     assert_eq!(
         plan.waiting_for(other).unwrap().reason.message,
-        "PDB shop/web allows 1 disruption(s), 1 in use by other drains; this node needs 1"
+        "PDB shop/web: the disruptions it allows are taken by other drains; this node needs 1"
     );
 }
 
