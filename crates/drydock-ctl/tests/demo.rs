@@ -333,8 +333,14 @@ fn bench_rolls_a_fleet_and_reports_every_figure() {
         let r: serde_json::Value = serde_json::from_str(&text).expect("JSON");
         assert_eq!(r["nodes"], 12, "{r:#}");
         assert_eq!(r["maxUnavailable"], 3, "{r:#}");
+        assert_eq!(r["complete"], true, "{r:#}");
+        assert_eq!(r["nodesDone"], 12, "{r:#}");
         let peak = r["peakUnavailable"].as_u64().expect("peak");
         assert!((1..=3).contains(&peak), "{r:#}");
+        let ours = r["peakUnavailableByDrydock"]
+            .as_u64()
+            .expect("drydock's peak");
+        assert!((1..=peak).contains(&ours), "{r:#}");
         let makespan = r["makespanSeconds"].as_f64().expect("makespan");
         let bound = r["lowerBoundSeconds"].as_f64().expect("bound");
         // 12 nodes, 3 at once, each at least a reboot of 1–4 s: four rounds at least.

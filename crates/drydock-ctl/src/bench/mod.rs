@@ -456,6 +456,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), APPS);
     let pods_ready = {
         let start = Instant::now();
+        let mut last_replace = Instant::now();
         loop {
             let list = pods.list(&ListParams::default()).await?;
             let ready = list.items.iter().filter(|p| pod_ready(p)).count();
@@ -464,6 +465,41 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
             }
             if start.elapsed() > Duration::from_secs(900) {
                 bail!("{ready} of {pods_total} pods Ready after 900 s");
+            }
+            // A node that missed a lease renewal on the loaded API server is marked
+            // NotReady for a moment, and the node lifecycle controller marks its pods
+            // not Ready; KWOK never reports them Ready again (a kubelet would). Such pods
+            // are replaced, as their Deployment would replace a lost pod.
+            if start.elapsed() > Duration::from_secs(60)
+                && last_replace.elapsed() > Duration::from_secs(30)
+            {
+                last_replace = Instant::now();
+                let stale: Vec<String> = list
+                    .items
+                    .iter()
+                    .filter(|p| {
+                        !pod_ready(p)
+                            && p.metadata.deletion_timestamp.is_none()
+                            && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                    })
+                    .filter_map(|p| p.metadata.name.clone())
+                    .collect();
+                for name in &stale {
+                    match pods.delete(name, &Default::default()).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(e)) if e.code == 404 => {}
+                        Err(e) => return Err(e).context(format!("replacing pod {name}")),
+                    }
+                }
+                if !stale.is_empty() {
+                    say(
+                        clock,
+                        &format!(
+                            "replaced {} running pods left not Ready by a node's missed lease",
+                            stale.len()
+                        ),
+                    );
+                }
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
