@@ -5,8 +5,7 @@
 //! testing) would pull an older OS and is refused unless the policy allows downgrades.
 
 use crate::policy::Policy;
-use crate::protocol::parse_node_state;
-use crate::snapshot::NodeSnapshot;
+use crate::snapshot::ReadNode;
 
 /// What to do about a node's channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,12 +38,12 @@ pub fn rank(channel: &str) -> Option<u8> {
 }
 
 /// The decision for `node` under `policy`.
-pub fn decide(policy: &Policy, node: &NodeSnapshot) -> ChannelDecision {
+pub fn decide(policy: &Policy, node: &ReadNode) -> ChannelDecision {
     let pool = policy.pool_for(&node.labels);
     let Some(want) = pool.channel.as_deref() else {
         return ChannelDecision::Keep;
     };
-    let (state, _) = parse_node_state(&node.labels, &node.annotations);
+    let state = node.state();
     let desired = state.operator.desired_channel.as_deref();
     if desired == Some(want) {
         return ChannelDecision::Keep;
@@ -76,13 +75,13 @@ pub fn decide(policy: &Policy, node: &NodeSnapshot) -> ChannelDecision {
 /// The pool's version pin for `node`, when the node does not carry it yet: `Some(None)`
 /// removes a pin the pool no longer has. The operator writes it as `version-pin`, so a
 /// CoreOS agent choosing from the Cincinnati graph stages only what the pool allows.
-pub fn pin_change(policy: &Policy, node: &NodeSnapshot) -> Option<Option<String>> {
+pub fn pin_change(policy: &Policy, node: &ReadNode) -> Option<Option<String>> {
     let want = policy
         .pool_for(&node.labels)
         .version
         .as_ref()
         .map(ToString::to_string);
-    let (state, _) = parse_node_state(&node.labels, &node.annotations);
+    let state = node.state();
     (state.operator.version_pin != want).then_some(want)
 }
 
@@ -90,9 +89,14 @@ pub fn pin_change(policy: &Policy, node: &NodeSnapshot) -> Option<Option<String>
 mod tests {
     use super::*;
     use crate::protocol::keys;
+    use crate::snapshot::NodeSnapshot;
     use std::collections::BTreeMap;
 
-    fn node(reported: Option<&str>, desired: Option<&str>) -> NodeSnapshot {
+    fn node(reported: Option<&str>, desired: Option<&str>) -> ReadNode {
+        ReadNode::new(raw_node(reported, desired))
+    }
+
+    fn raw_node(reported: Option<&str>, desired: Option<&str>) -> NodeSnapshot {
         let mut annotations = BTreeMap::new();
         if let Some(c) = reported {
             annotations.insert(keys::CHANNEL.to_string(), c.to_string());
@@ -166,10 +170,14 @@ mod tests {
     #[test]
     fn the_pools_pin_is_carried_and_removed_with_it() {
         let p = policy("version: \"<=41.20251112\"\n");
-        let mut n = node(Some("stable"), None);
-        assert_eq!(pin_change(&p, &n), Some(Some("<=41.20251112".into())));
-        n.annotations
+        assert_eq!(
+            pin_change(&p, &node(Some("stable"), None)),
+            Some(Some("<=41.20251112".into()))
+        );
+        let mut raw = raw_node(Some("stable"), None);
+        raw.annotations
             .insert(keys::VERSION_PIN.into(), "<=41.20251112".into());
+        let n = ReadNode::new(raw);
         assert_eq!(pin_change(&p, &n), None);
         assert_eq!(pin_change(&policy("{}\n"), &n), Some(None));
         assert_eq!(pin_change(&policy("{}\n"), &node(None, None)), None);

@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 
 use crate::planner::fnv1a;
 use crate::policy::Policy;
-use crate::protocol::{Phase, parse_node_state};
+use crate::protocol::Phase;
 use crate::snapshot::{NodeSnapshot, Snapshot};
 use crate::version::OsVersion;
 
@@ -47,7 +47,7 @@ pub fn may_download(
     };
     let me = &snapshot.nodes()[idx];
     let pool = policy.pool_for(&me.labels);
-    let (state, _) = parse_node_state(&me.labels, &me.annotations);
+    let state = me.state();
     let agent = &state.agent;
 
     if let Some(pin) = &pool.version {
@@ -104,9 +104,9 @@ pub fn may_download(
         .iter()
         .filter(|n| std::ptr::eq(policy.pool_for(&n.labels), pool))
         .map(|n| {
-            let (s, _) = parse_node_state(&n.labels, &n.annotations);
+            let s = n.state();
             let done = s.agent.booted_version.as_ref() == Some(offered);
-            (n, s.operator.phase, done)
+            (n.node(), s.operator.phase, done)
         })
         .collect();
     let failed = members

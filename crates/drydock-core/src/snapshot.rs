@@ -6,7 +6,10 @@
 //! only walks what it needs.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Deref;
+use std::sync::Arc;
 
+use crate::protocol::{NodeState, ProtocolError, parse_node_state};
 use crate::selector::{LabelSelector, Labels};
 
 /// A node as the planner needs it.
@@ -24,6 +27,53 @@ pub struct NodeSnapshot {
     pub ready: bool,
     /// `spec.unschedulable` (cordoned).
     pub unschedulable: bool,
+}
+
+/// A node with its drydock state read from its labels and annotations. Reading is done
+/// once, when the node is taken in, so a caller that keeps these across passes (the
+/// operator, keyed by the node's resourceVersion) reads each node once per change of
+/// it, not once per pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadNode {
+    node: NodeSnapshot,
+    state: NodeState,
+    errors: Vec<ProtocolError>,
+}
+
+impl ReadNode {
+    /// Reads `node`'s drydock state.
+    pub fn new(node: NodeSnapshot) -> ReadNode {
+        let (state, errors) = parse_node_state(&node.labels, &node.annotations);
+        ReadNode {
+            node,
+            state,
+            errors,
+        }
+    }
+
+    /// The node as given.
+    pub fn node(&self) -> &NodeSnapshot {
+        &self.node
+    }
+
+    /// Its drydock state: every field that parsed.
+    pub fn state(&self) -> &NodeState {
+        &self.state
+    }
+
+    /// What did not parse, or contradicts the rest.
+    pub fn errors(&self) -> &[ProtocolError] {
+        &self.errors
+    }
+}
+
+/// A read node is read as the node it was made from.
+impl Deref for ReadNode {
+    type Target = NodeSnapshot;
+
+    fn deref(&self) -> &NodeSnapshot {
+        &self.node
+    }
 }
 
 /// What owns a pod, as far as draining cares.
@@ -142,7 +192,7 @@ impl PdbSnapshot {
 /// Nodes, pods and budgets, indexed.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    nodes: Vec<NodeSnapshot>,
+    nodes: Vec<Arc<ReadNode>>,
     pods: Vec<PodSnapshot>,
     pdbs: Vec<PdbSnapshot>,
     pods_by_node: Vec<Vec<u32>>,
@@ -152,10 +202,27 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Indexes the given objects. Pods bound to nodes not in `nodes` are kept but belong
-    /// to no node; duplicate node names keep the first.
+    /// Reads each node's drydock state and indexes the given objects. Pods bound to nodes
+    /// not in `nodes` are kept but belong to no node; duplicate node names keep the first.
     pub fn new(
         nodes: Vec<NodeSnapshot>,
+        pods: Vec<PodSnapshot>,
+        pdbs: Vec<PdbSnapshot>,
+    ) -> Snapshot {
+        Snapshot::from_read(
+            nodes
+                .into_iter()
+                .map(|n| Arc::new(ReadNode::new(n)))
+                .collect(),
+            pods,
+            pdbs,
+        )
+    }
+
+    /// Indexes nodes already read (shared with the caller, who may keep them for the
+    /// next snapshot), pods and budgets, as [`Snapshot::new`] does.
+    pub fn from_read(
+        nodes: Vec<Arc<ReadNode>>,
         pods: Vec<PodSnapshot>,
         pdbs: Vec<PdbSnapshot>,
     ) -> Snapshot {
@@ -236,8 +303,8 @@ impl Snapshot {
         }
     }
 
-    /// All nodes.
-    pub fn nodes(&self) -> &[NodeSnapshot] {
+    /// All nodes, with their drydock state.
+    pub fn nodes(&self) -> &[Arc<ReadNode>] {
         &self.nodes
     }
 

@@ -26,8 +26,8 @@ use std::time::Duration;
 use drydock_core::channel::{self, ChannelDecision};
 use drydock_core::planner::{self, Action, PlannedAction, PodRef};
 use drydock_core::policy::{GracePeriod, Policy};
-use drydock_core::protocol::{NodeState, OperatorState, Phase, keys, parse_node_state};
-use drydock_core::snapshot::Snapshot;
+use drydock_core::protocol::{NodeState, OperatorState, Phase, keys};
+use drydock_core::snapshot::{ReadNode, Snapshot};
 use drydock_core::transition::{self, Severity};
 use futures_util::StreamExt;
 use jiff::Timestamp;
@@ -35,7 +35,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{Notify, watch};
@@ -43,6 +42,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::drain::{self, Evicted};
+use crate::events::{Kind, Publisher};
 use crate::metrics::Metrics;
 
 /// How long the pods of a node that waits its turn (Idle, Queued, Done: not cordoned by
@@ -278,7 +278,7 @@ pub struct Leader {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Events.
-    pub recorder: Recorder,
+    pub events: Arc<Publisher>,
     /// Operator namespace (for the ConfigMap).
     pub namespace: String,
     /// ConfigMap name.
@@ -287,15 +287,9 @@ pub struct Leader {
     pub drain_poll: Duration,
 }
 
-/// Creates the Event recorder of replica `identity`.
-pub fn recorder(client: &kube::Client, identity: &str) -> Recorder {
-    Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: Some(identity.to_string()),
-        },
-    )
+/// Creates the Event publisher of replica `identity`.
+pub fn events(client: &kube::Client, identity: &str) -> Arc<Publisher> {
+    Arc::new(Publisher::new(client.clone(), FIELD_MANAGER, identity))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -322,13 +316,32 @@ fn needs_pods(n: &Node) -> bool {
     phase == "Draining" || (staged && waits_its_turn(n))
 }
 
-fn node_state(n: &Node) -> NodeState {
-    let empty = BTreeMap::new();
-    parse_node_state(
-        n.metadata.labels.as_ref().unwrap_or(&empty),
-        n.metadata.annotations.as_ref().unwrap_or(&empty),
-    )
-    .0
+/// Nodes as last read, by UID, with the resourceVersion they were read at: a node is
+/// converted and its drydock state parsed once per change, not on every pass.
+type ReadCache = HashMap<String, (String, Arc<ReadNode>)>;
+
+/// `n` read for the planner: from `cache` when its resourceVersion is the one read there
+/// (the entry moves to `kept`), otherwise read afresh (and kept).
+fn read_node(
+    n: &Node,
+    cache: &mut ReadCache,
+    kept: &mut ReadCache,
+) -> Result<Arc<ReadNode>, drydock_core::k8s::ConvertError> {
+    let (Some(uid), Some(rv)) = (
+        n.metadata.uid.as_deref(),
+        n.metadata.resource_version.as_deref(),
+    ) else {
+        return Ok(Arc::new(ReadNode::new(drydock_core::k8s::node(n)?)));
+    };
+    if let Some((uid, (at, read))) = cache.remove_entry(uid)
+        && at == rv
+    {
+        kept.insert(uid, (at, read.clone()));
+        return Ok(read);
+    }
+    let read = Arc::new(ReadNode::new(drydock_core::k8s::node(n)?));
+    kept.insert(uid.to_string(), (rv.to_string(), read.clone()));
+    Ok(read)
 }
 
 impl Leader {
@@ -341,23 +354,22 @@ impl Leader {
     }
 
     async fn event(&self, node: &Node, severity: Severity, reason: &str, note: String) {
-        let ev = Event {
-            type_: match severity {
-                Severity::Normal => EventType::Normal,
-                Severity::Warning => EventType::Warning,
-            },
-            reason: reason.to_string(),
-            note: Some(note.chars().take(1000).collect()),
-            action: reason.to_string(),
-            secondary: None,
+        let kind = match severity {
+            Severity::Normal => Kind::Normal,
+            Severity::Warning => Kind::Warning,
         };
-        if let Err(e) = self.recorder.publish(&ev, &node.object_ref(&())).await {
+        if let Err(e) = self
+            .events
+            .publish(&node.object_ref(&()), kind, reason, &note)
+            .await
+        {
             warn!(error = %e, reason, "cannot record an Event");
         }
     }
 
-    /// Applies `op` as the node's operator state (labels, annotations, cordon).
-    async fn write(&self, name: &str, op: &OperatorState) -> Result<(), ActError> {
+    /// Applies `op` as the node's operator state (labels, annotations, cordon), counted
+    /// under `cause`.
+    async fn write(&self, name: &str, op: &OperatorState, cause: &str) -> Result<(), ActError> {
         self.check_leading()?;
         let (annotations, labels) = op.to_metadata();
         let mut patch = serde_json::json!({
@@ -376,7 +388,7 @@ impl Leader {
                 &Patch::Apply(&patch),
             )
             .await
-            .map(|_| ())
+            .map(|_| self.metrics.node_written(cause))
             .map_err(|e| {
                 self.metrics.write_error();
                 ActError::Api(e)
@@ -426,19 +438,12 @@ impl Leader {
             Ok(cm) => {
                 if let Some((_, errors)) = &st.rejected {
                     self.metrics.config(true);
-                    let ev = Event {
-                        type_: EventType::Warning,
-                        reason: "ConfigRejected".into(),
-                        note: Some(
-                            format!("{errors}; the previous policy stays in force")
-                                .chars()
-                                .take(1000)
-                                .collect(),
-                        ),
-                        action: "ConfigRejected".into(),
-                        secondary: None,
-                    };
-                    if let Err(e) = self.recorder.publish(&ev, &cm.object_ref(&())).await {
+                    let note = format!("{errors}; the previous policy stays in force");
+                    if let Err(e) = self
+                        .events
+                        .publish(&cm.object_ref(&()), Kind::Warning, "ConfigRejected", &note)
+                        .await
+                    {
                         warn!(error = %e, "cannot record the ConfigRejected Event");
                     }
                 } else {
@@ -459,6 +464,7 @@ impl Leader {
         // Channel refusals already announced (one Event per node and channel asked for).
         let mut refused: HashSet<(String, String)> = HashSet::new();
         let mut pod_cache = PodCache::new();
+        let mut read_cache = ReadCache::new();
         let mut leading = self.leading.clone();
         info!("leading: planning and acting");
         loop {
@@ -466,15 +472,17 @@ impl Leader {
                 return;
             }
             self.report_config(&mut reported_config).await;
-            let (wake, draining) =
-                match self.pass(&mut retry_at, &mut refused, &mut pod_cache).await {
-                    Ok(x) => x,
-                    Err(ActError::NotLeading) => return,
-                    Err(e) => {
-                        warn!(error = %e, "pass failed; retrying");
-                        (Some(Instant::now() + Duration::from_secs(2)), false)
-                    }
-                };
+            let (wake, draining) = match self
+                .pass(&mut retry_at, &mut refused, &mut pod_cache, &mut read_cache)
+                .await
+            {
+                Ok(x) => x,
+                Err(ActError::NotLeading) => return,
+                Err(e) => {
+                    warn!(error = %e, "pass failed; retrying");
+                    (Some(Instant::now() + Duration::from_secs(2)), false)
+                }
+            };
             let mut deadline = wake;
             let now = Instant::now();
             retry_at.retain(|_, t| *t > now);
@@ -502,18 +510,20 @@ impl Leader {
         retry_at: &mut HashMap<String, Instant>,
         refused: &mut HashSet<(String, String)>,
         pod_cache: &mut PodCache,
+        read_cache: &mut ReadCache,
     ) -> Result<(Option<Instant>, bool), ActError> {
         let policy = self.fleet.policy.borrow().policy.clone();
         let nodes = self.fleet.nodes.state();
-        let by_name: HashMap<String, Arc<Node>> = nodes
+        let by_name: HashMap<&str, &Arc<Node>> = nodes
             .iter()
-            .filter_map(|n| n.metadata.name.clone().map(|name| (name, n.clone())))
+            .filter_map(|n| n.metadata.name.as_deref().map(|name| (name, n)))
             .collect();
         let mut node_snaps = Vec::with_capacity(nodes.len());
         let mut pod_snaps = Vec::new();
         let mut to_list: Vec<(String, bool)> = Vec::new();
+        let mut still_read = ReadCache::with_capacity(nodes.len());
         for n in &nodes {
-            match drydock_core::k8s::node(n) {
+            match read_node(n, read_cache, &mut still_read) {
                 Ok(s) => node_snaps.push(s),
                 Err(e) => {
                     warn!(error = %e, "skipping a node");
@@ -559,7 +569,10 @@ impl Leader {
         }
         drop(lists);
         pod_cache.retain(|name, (at, _)| {
-            at.elapsed() < WAITING_PODS_TTL && by_name.get(name).is_some_and(|n| waits_its_turn(n))
+            at.elapsed() < WAITING_PODS_TTL
+                && by_name
+                    .get(name.as_str())
+                    .is_some_and(|n| waits_its_turn(n))
         });
         let pdb_snaps = self
             .fleet
@@ -574,8 +587,9 @@ impl Leader {
                 }
             })
             .collect();
+        *read_cache = still_read;
         let started = std::time::Instant::now();
-        let snapshot = Snapshot::new(node_snaps, pod_snaps, pdb_snaps);
+        let snapshot = Snapshot::from_read(node_snaps, pod_snaps, pdb_snaps);
         let now = Timestamp::now();
         let plan = planner::plan(&snapshot, &policy, now);
         self.metrics.planned(started.elapsed());
@@ -607,7 +621,7 @@ impl Leader {
         let retry_now = &*retry_at;
         let mut jobs = Vec::with_capacity(plan.actions.len());
         for a in &plan.actions {
-            let Some(node) = by_name.get(&a.node) else {
+            let Some(node) = by_name.get(a.node.as_str()) else {
                 continue;
             };
             let grace = policy.all_pools().find(|p| p.name == a.pool).and_then(|p| {
@@ -616,7 +630,15 @@ impl Leader {
                     GracePeriod::Seconds(s) => Some(s),
                 }
             });
-            jobs.push(async move { (a, self.act(node, a, now, grace, retry_now).await) });
+            let Some(read) = snapshot.node_index(&a.node).map(|i| &snapshot.nodes()[i]) else {
+                continue;
+            };
+            jobs.push(async move {
+                (
+                    a,
+                    self.act(node, read.state(), a, now, grace, retry_now).await,
+                )
+            });
         }
         let mut acting = futures_util::stream::iter(jobs).buffer_unordered(NODES_AT_ONCE);
         let mut retries = Vec::new();
@@ -635,35 +657,36 @@ impl Leader {
         let mut writes: Vec<WaitingWrite> = Vec::new();
         let mut refusals: Vec<(Arc<Node>, String)> = Vec::new();
         for w in &plan.waiting {
-            let Some(node) = by_name.get(&w.node) else {
+            let (Some(node), Some(snap)) = (
+                by_name.get(w.node.as_str()),
+                snapshot.node_index(&w.node).map(|i| &snapshot.nodes()[i]),
+            ) else {
                 continue;
             };
-            let state = node_state(node);
-            let mut next = transition::while_waiting(&state, w, now);
+            let state = snap.state();
+            let mut next = transition::while_waiting(state, w, now);
             let mut channel_set = None;
             let mut command = false;
             // The pool's channel and version pin, carried to the node (only while no
             // action is under way, so this write never races an action's).
-            if let Some(snap) = snapshot.node_index(&w.node).map(|i| &snapshot.nodes()[i]) {
-                if let Some(pin) = channel::pin_change(&policy, snap) {
+            if let Some(pin) = channel::pin_change(&policy, snap) {
+                let n = next.get_or_insert_with(|| state.operator.clone());
+                n.version_pin = pin;
+                command = true;
+            }
+            match channel::decide(&policy, snap) {
+                ChannelDecision::Keep => {}
+                ChannelDecision::Set(ch) => {
                     let n = next.get_or_insert_with(|| state.operator.clone());
-                    n.version_pin = pin;
+                    n.desired_channel = Some(ch.clone());
+                    channel_set = Some(ch);
                     command = true;
                 }
-                match channel::decide(&policy, snap) {
-                    ChannelDecision::Keep => {}
-                    ChannelDecision::Set(ch) => {
-                        let n = next.get_or_insert_with(|| state.operator.clone());
-                        n.desired_channel = Some(ch.clone());
-                        channel_set = Some(ch);
-                        command = true;
-                    }
-                    ChannelDecision::Refused { to, message, .. } => {
-                        if refused.insert((w.node.clone(), to)) {
-                            warn!(node = %w.node, reason = %message, "channel change refused");
-                            self.metrics.channel("refused");
-                            refusals.push((node.clone(), message));
-                        }
+                ChannelDecision::Refused { to, message, .. } => {
+                    if refused.insert((w.node.clone(), to)) {
+                        warn!(node = %w.node, reason = %message, "channel change refused");
+                        self.metrics.channel("refused");
+                        refusals.push((Arc::clone(node), message));
                     }
                 }
             }
@@ -683,7 +706,7 @@ impl Leader {
                     2
                 };
                 writes.push(WaitingWrite {
-                    node: node.clone(),
+                    node: Arc::clone(node),
                     next,
                     channel_set,
                     rank,
@@ -736,7 +759,8 @@ impl Leader {
     /// Records why `w.node` waits (and the channel it is given, with its Event).
     async fn tell_waiting(&self, w: &WaitingWrite) -> Result<(), ActError> {
         let name = w.node.metadata.name.as_deref().unwrap_or_default();
-        self.write(name, &w.next).await?;
+        let cause = format!("waiting {}", w.next.phase());
+        self.write(name, &w.next, &cause).await?;
         if let Some(ch) = &w.channel_set {
             info!(node = %name, channel = %ch, "set the node's channel");
             self.metrics.channel("set");
@@ -754,16 +778,16 @@ impl Leader {
     async fn act(
         &self,
         node: &Node,
+        state: &NodeState,
         a: &PlannedAction,
         now: Timestamp,
         grace: Option<u64>,
         retry_at: &HashMap<String, Instant>,
     ) -> Result<Vec<(String, Instant)>, ActError> {
         let mut retries = Vec::new();
-        let state = node_state(node);
-        let next = transition::after_action(&state, a, now);
+        let next = transition::after_action(state, a, now);
         if next != state.operator {
-            self.write(&a.node, &next).await?;
+            self.write(&a.node, &next, a.action.name()).await?;
         }
         // Events and counters once per step: a new phase, or a new reason within one
         // (a forced drain stays Draining).
@@ -773,7 +797,7 @@ impl Leader {
         if first_time {
             info!(node = %a.node, pool = %a.pool, action = a.action.name(), reason = %a.reason.message, "act");
             self.metrics.action(a.action.name());
-            for e in transition::events_for(&state, a) {
+            for e in transition::events_for(state, a) {
                 self.event(node, e.severity, e.reason, e.note).await;
             }
         }
@@ -925,5 +949,58 @@ mod tests {
             size(&slim),
             size(&full)
         );
+    }
+
+    fn node_at(uid: &str, rv: &str, phase: &str) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {
+                "name": format!("node-{uid}"), "uid": uid, "resourceVersion": rv,
+                "labels": {"drydock.dev/phase": phase},
+                "annotations": {"drydock.dev/os": "flatcar"}
+            }
+        }))
+        .expect("a node")
+    }
+
+    #[test]
+    fn a_node_is_read_once_per_resource_version() {
+        let mut cache = ReadCache::new();
+        let pass = |nodes: &[Node], cache: &mut ReadCache| {
+            let mut kept = ReadCache::new();
+            let read: Vec<Arc<ReadNode>> = nodes
+                .iter()
+                .map(|n| read_node(n, cache, &mut kept).expect("readable"))
+                .collect();
+            *cache = kept;
+            read
+        };
+        let first = pass(
+            &[node_at("a", "1", "Queued"), node_at("b", "1", "Idle")],
+            &mut cache,
+        );
+        assert_eq!(first[0].state().operator.phase(), Phase::Queued);
+        // Unchanged: the same reading; changed: read again; gone: forgotten.
+        let second = pass(
+            &[node_at("a", "1", "Queued"), node_at("b", "2", "Draining")],
+            &mut cache,
+        );
+        assert!(Arc::ptr_eq(&first[0], &second[0]), "a is unchanged");
+        assert!(!Arc::ptr_eq(&first[1], &second[1]), "b changed");
+        assert_eq!(second[1].state().operator.phase(), Phase::Draining);
+        let third = pass(&[node_at("b", "2", "Draining")], &mut cache);
+        assert!(Arc::ptr_eq(&second[1], &third[0]));
+        assert_eq!(
+            cache.len(),
+            1,
+            "a is gone from the cluster and from the cache"
+        );
+        // A node without a resourceVersion (not from the API server) is read every time.
+        let mut bare = node_at("c", "1", "Idle");
+        bare.metadata.resource_version = None;
+        let once = pass(std::slice::from_ref(&bare), &mut cache);
+        let again = pass(std::slice::from_ref(&bare), &mut cache);
+        assert!(!Arc::ptr_eq(&once[0], &again[0]));
+        assert!(cache.is_empty());
     }
 }

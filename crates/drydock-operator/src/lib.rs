@@ -11,6 +11,7 @@
 
 pub mod controller;
 pub mod drain;
+pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod omaha_proxy;
@@ -27,7 +28,7 @@ use kube::Api;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::controller::{Leader, recorder, watch_fleet};
+use crate::controller::{Leader, events, watch_fleet};
 use crate::leader::LeaseConfig;
 use crate::metrics::Metrics;
 
@@ -218,7 +219,7 @@ pub async fn run(cfg: Config) -> Result<(), OperatorError> {
                     fleet: fleet.clone(),
                     leading: leading_rx.clone(),
                     metrics: metrics.clone(),
-                    recorder: recorder(&cfg.client, &cfg.lease.identity),
+                    events: events(&cfg.client, &cfg.lease.identity),
                     namespace: cfg.namespace.clone(),
                     config_map: cfg.config_map.clone(),
                     drain_poll: cfg.drain_poll,

@@ -64,6 +64,7 @@ struct Inner {
     config_ok: bool,
     leader: bool,
     write_errors: u64,
+    node_writes: BTreeMap<String, u64>,
     channels: BTreeMap<String, u64>,
     omaha: BTreeMap<String, u64>,
     zincati: BTreeMap<(String, String), u64>,
@@ -163,6 +164,12 @@ impl Metrics {
         self.with(|i| i.write_errors += 1);
     }
 
+    /// The operator wrote a node's state, because of `cause`: an action's name, or
+    /// `waiting <phase>` for what a waiting node shows.
+    pub fn node_written(&self, cause: &str) {
+        self.with(|i| *i.node_writes.entry(cause.to_string()).or_default() += 1);
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
         let Ok(i) = self.inner.lock() else {
@@ -244,6 +251,13 @@ impl Metrics {
         );
         let _ = writeln!(
             o,
+            "# HELP drydock_node_writes_total Writes of a node's drydock state, by cause: an action, or what a waiting node shows (the load the operator puts on the API server).\n# TYPE drydock_node_writes_total counter"
+        );
+        for (cause, n) in &i.node_writes {
+            let _ = writeln!(o, "drydock_node_writes_total{{cause=\"{cause}\"}} {n}");
+        }
+        let _ = writeln!(
+            o,
             "# HELP drydock_channel_changes_total Pool channels carried to nodes (set) or refused as a move to an older channel.\n# TYPE drydock_channel_changes_total counter"
         );
         for (outcome, n) in &i.channels {
@@ -289,6 +303,9 @@ mod tests {
         m.eviction("workers", "blocked");
         m.leader(true);
         m.zincati("pre-reboot", "granted");
+        m.node_written("Drain");
+        m.node_written("waiting Queued");
+        m.node_written("waiting Queued");
         let mut nodes = BTreeMap::new();
         nodes.insert(("workers".to_string(), "Done".to_string()), 3);
         m.set_nodes(nodes);
@@ -307,6 +324,8 @@ mod tests {
         assert!(text.contains(
             "drydock_zincati_requests_total{endpoint=\"pre-reboot\",outcome=\"granted\"} 1"
         ));
+        assert!(text.contains("drydock_node_writes_total{cause=\"waiting Queued\"} 2"));
+        assert!(text.contains("drydock_node_writes_total{cause=\"Drain\"} 1"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').expect("name value");
             assert!(value.parse::<f64>().is_ok(), "{line}");

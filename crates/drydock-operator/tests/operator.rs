@@ -11,9 +11,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use drydock_core::protocol::keys;
+use drydock_operator::events::Kind;
 use drydock_testenv::TestEnv;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -613,4 +615,78 @@ async fn a_drain_that_times_out_with_on_timeout_reboot_reboots_anyway() {
             .unwrap_or(false),
         "uncordoned"
     );
+}
+
+#[tokio::test]
+async fn a_repeated_event_is_counted_into_one_and_a_new_note_makes_a_new_one() {
+    let (env, names) = env_with_nodes(1).await;
+    let n = node(&env, &names[0]).await;
+    let regarding = kube::Resource::object_ref(&n, &());
+    let events = drydock_operator::events::Publisher::new(env.client(), "drydock-operator", "op-t");
+    let blocked = "PDB shop/solo allows no disruption now";
+    for _ in 0..3 {
+        events
+            .publish(&regarding, Kind::Warning, "EvictionBlocked", blocked)
+            .await
+            .expect("publish");
+    }
+    events
+        .publish(
+            &regarding,
+            Kind::Warning,
+            "EvictionBlocked",
+            "PDB shop/other allows no disruption now",
+        )
+        .await
+        .expect("publish");
+    events
+        .publish(
+            &regarding,
+            Kind::Normal,
+            "DrainStarted",
+            "cordoned and draining",
+        )
+        .await
+        .expect("publish");
+    assert_eq!(events.remembered(), 3, "one fingerprint per distinct Event");
+
+    let all = Api::<Event>::namespaced(env.client(), "default")
+        .list(&ListParams::default())
+        .await
+        .expect("events");
+    let mine: Vec<&Event> = all
+        .items
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(names[0].as_str()))
+        .collect();
+    assert_eq!(mine.len(), 3, "{mine:#?}");
+    let with_note = |note: &str| {
+        mine.iter()
+            .find(|e| e.note.as_deref() == Some(note))
+            .unwrap_or_else(|| panic!("an Event with note {note:?} in {mine:#?}"))
+    };
+    let repeated = with_note(blocked);
+    assert_eq!(
+        repeated.series.as_ref().map(|s| s.count),
+        Some(3),
+        "{repeated:#?}"
+    );
+    assert_eq!(repeated.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        repeated.reporting_controller.as_deref(),
+        Some("drydock-operator")
+    );
+    assert_eq!(repeated.reporting_instance.as_deref(), Some("op-t"));
+    assert_eq!(
+        repeated.regarding.as_ref().and_then(|r| r.kind.as_deref()),
+        Some("Node")
+    );
+    assert!(
+        with_note("PDB shop/other allows no disruption now")
+            .series
+            .is_none()
+    );
+    let started = with_note("cordoned and draining");
+    assert_eq!(started.reason.as_deref(), Some("DrainStarted"));
+    assert_eq!(started.type_.as_deref(), Some("Normal"));
 }

@@ -35,7 +35,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::policy::{OnTimeout, Policy, PoolPolicy};
-use crate::protocol::{NodeState, Phase, ProtocolError, parse_node_state};
+use crate::protocol::{NodeState, Phase, ProtocolError};
 use crate::snapshot::{NodeSnapshot, PodOwner, Snapshot};
 use crate::version::OsVersion;
 use crate::window::WindowState;
@@ -388,8 +388,8 @@ struct NodeView<'a> {
     idx: usize,
     node: &'a NodeSnapshot,
     pool: usize,
-    state: NodeState,
-    errors: Vec<ProtocolError>,
+    state: &'a NodeState,
+    errors: &'a [ProtocolError],
 }
 
 impl NodeView<'_> {
@@ -873,8 +873,8 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
         .nodes()
         .iter()
         .enumerate()
-        .map(|(idx, node)| {
-            let (state, errors) = parse_node_state(&node.labels, &node.annotations);
+        .map(|(idx, read)| {
+            let node = read.node();
             let chosen = policy.pool_for(&node.labels);
             let pool = pools
                 .iter()
@@ -884,8 +884,8 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
                 idx,
                 node,
                 pool,
-                state,
-                errors,
+                state: read.state(),
+                errors: read.errors(),
             }
         })
         .collect();
