@@ -78,7 +78,6 @@ pub enum ReasonCode {
     Scheduled,
     DrainTimeout,
     DrainComplete,
-    Acknowledged,
     BootVerified,
     Baked,
     HeldByPerson,
@@ -127,7 +126,6 @@ impl ReasonCode {
             Scheduled => "Scheduled",
             DrainTimeout => "DrainTimeout",
             DrainComplete => "DrainComplete",
-            Acknowledged => "Acknowledged",
             BootVerified => "BootVerified",
             Baked => "Baked",
             HeldByPerson => "HeldByPerson",
@@ -587,7 +585,7 @@ impl<'a> Pass<'a> {
                         v,
                         target,
                         ReasonCode::DrainComplete,
-                        "drained; granting the reboot".into(),
+                        "drained; reboot granted, waiting for the agent to acknowledge it".into(),
                     );
                 }
             }
@@ -697,40 +695,43 @@ impl<'a> Pass<'a> {
                         );
                     }
                     self.wakeups.push(deadline);
-                    if v.phase() == Phase::RebootGranted {
-                        return self.act(
-                            v,
-                            Action::MarkRebooting,
-                            Reason::new(
-                                ReasonCode::Acknowledged,
-                                format!("agent acknowledged token {}", fmt_opt(op.token.as_ref())),
-                            ),
-                        );
-                    }
-                    return self.wait(
-                        v,
-                        Phase::Rebooting,
-                        Reason::new(
-                            ReasonCode::Rebooting,
-                            format!("rebooting into {}", fmt_opt(target)),
+                    // The acknowledgement is recorded with the reason the node then waits
+                    // under, so that waiting adds no write of its own.
+                    let rebooting = Reason::new(
+                        ReasonCode::Rebooting,
+                        format!(
+                            "agent acknowledged token {}; rebooting into {}",
+                            fmt_opt(op.token.as_ref()),
+                            fmt_opt(target)
                         ),
                     );
+                    if v.phase() == Phase::RebootGranted {
+                        return self.act(v, Action::MarkRebooting, rebooting);
+                    }
+                    return self.wait(v, Phase::Rebooting, rebooting);
                 }
                 if self.now >= deadline {
                     return self.act(v, Action::Hold { uncordon }, Reason::new(ReasonCode::AgentNoAck, format!("the agent did not acknowledge reboot token {} within {timeout}; is drydock-agent running on the node?", fmt_opt(op.token.as_ref()))));
                 }
                 self.wakeups.push(deadline);
-                self.wait(
-                    v,
-                    v.phase(),
-                    Reason::new(
+                // A grant's own reason (which says the agent is to acknowledge) stands
+                // until the agent does: rewording it would cost a write per node.
+                let granted_as = [ReasonCode::DrainComplete, ReasonCode::DrainTimeout]
+                    .into_iter()
+                    .find(|c| op.reason_code.as_deref() == Some(c.as_str()));
+                let reason = match (v.phase(), granted_as, &op.reason) {
+                    (Phase::RebootGranted, Some(code), Some(message)) => {
+                        Reason::new(code, message.clone())
+                    }
+                    _ => Reason::new(
                         ReasonCode::AwaitingAck,
                         format!(
                             "waiting for the agent to acknowledge token {}",
                             fmt_opt(op.token.as_ref())
                         ),
                     ),
-                );
+                };
+                self.wait(v, v.phase(), reason);
             }
             Phase::Verifying => {
                 let uncordon = op.cordoned;

@@ -407,6 +407,58 @@ fn drain_timeouts_follow_the_policy() {
     assert_eq!(plan.next_wakeup, Some(minutes(10)));
 }
 
+/// `n` with the operator state that `a` leaves (as the operator would write it).
+fn after(n: &NodeSnapshot, a: &PlannedAction, at: Timestamp) -> NodeSnapshot {
+    let (state, _) = crate::protocol::parse_node_state(&n.labels, &n.annotations);
+    let next = crate::transition::after_action(&state, a, at);
+    let (annotations, labels) = next.to_metadata();
+    let mut out = n.clone();
+    out.annotations.extend(annotations);
+    out.labels.extend(labels);
+    out.unschedulable = next.cordoned;
+    out
+}
+
+/// Whether the operator would write anything for `node` while it waits as planned.
+fn waiting_writes(plan: &Plan, n: &NodeSnapshot, at: Timestamp) -> bool {
+    let (state, _) = crate::protocol::parse_node_state(&n.labels, &n.annotations);
+    let w = plan
+        .waiting_for(&n.name)
+        .unwrap_or_else(|| panic!("{} does not wait: {plan:#?}", n.name));
+    crate::transition::while_waiting(&state, w, at).is_some()
+}
+
+#[test]
+fn waiting_for_the_acknowledgement_and_the_reboot_writes_nothing_more() {
+    let p = policy("");
+    // Drained: the grant, and then no rewording while the agent has not acknowledged.
+    let drained = draining("a", minutes(-1));
+    let plan = run(vec![drained.clone()], vec![], vec![], &p, now());
+    let grant = plan.actions[0].clone();
+    assert!(
+        matches!(grant.action, Action::GrantReboot { .. }),
+        "{plan:#?}"
+    );
+    assert!(grant.reason.message.contains("acknowledge"), "{grant:?}");
+    let granted = after(&drained, &grant, now());
+    let plan = run(vec![granted.clone()], vec![], vec![], &p, minutes(1));
+    assert_eq!(wait_code(&plan, "a"), ReasonCode::DrainComplete);
+    assert!(!waiting_writes(&plan, &granted, minutes(1)));
+
+    // Acknowledged: recorded as Rebooting, under the reason it then waits with.
+    let mut acked = granted.clone();
+    let token = acked.annotations[keys::REBOOT_TOKEN].clone();
+    set(&mut acked, keys::REBOOT_ACK, &token);
+    let plan = run(vec![acked.clone()], vec![], vec![], &p, minutes(1));
+    let mark = plan.actions[0].clone();
+    assert_eq!(mark.action, Action::MarkRebooting);
+    assert!(mark.reason.message.contains("4230.0.0"), "{mark:?}");
+    let rebooting = after(&acked, &mark, minutes(1));
+    let plan = run(vec![rebooting.clone()], vec![], vec![], &p, minutes(2));
+    assert_eq!(wait_code(&plan, "a"), ReasonCode::Rebooting);
+    assert!(!waiting_writes(&plan, &rebooting, minutes(2)));
+}
+
 #[test]
 fn a_granted_reboot_is_followed_to_verification() {
     let p = policy("");
