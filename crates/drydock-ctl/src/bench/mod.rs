@@ -286,6 +286,16 @@ fn planner_stats(metrics: &str) -> (u64, f64, Option<f64>) {
     (count, mean, p99)
 }
 
+/// The operator's node writes by cause (`drydock_node_writes_total`), from its metrics.
+fn node_writes(metrics: &str) -> BTreeMap<String, u64> {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("drydock_node_writes_total{cause=\""))
+        .filter_map(|rest| rest.split_once("\"} "))
+        .filter_map(|(cause, v)| Some((cause.to_string(), v.trim().parse().ok()?)))
+        .collect()
+}
+
 /// Reboot time of each node.
 fn reboot_times(opts: &Options) -> Vec<Duration> {
     let mut rng = crate::chaos::Rng::new(opts.seed);
@@ -812,6 +822,10 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
             "plannerPasses": passes,
             "plannerMeanMs": pass_mean * 1000.0,
             "plannerP99BucketMs": pass_p99.map(|s| s * 1000.0),
+            "nodeWritesPerUpdateByCause": node_writes(&metrics)
+                .into_iter()
+                .map(|(cause, v)| (cause, json!(v as f64 / n)))
+                .collect::<serde_json::Map<_, _>>(),
         },
         "agent": {
             "peakRssMiB": agent_hwm as f64 / 1024.0,
@@ -1038,6 +1052,18 @@ drydock_planner_duration_seconds_count 100\n";
         assert_eq!(n, 100);
         assert!((mean - 0.002).abs() < 1e-12);
         assert_eq!(p99, Some(0.005));
+    }
+
+    #[test]
+    fn node_writes_are_read_by_cause() {
+        let m = "# TYPE drydock_node_writes_total counter\n\
+drydock_node_writes_total{cause=\"Drain\"} 12\n\
+drydock_node_writes_total{cause=\"waiting Queued\"} 7\n\
+drydock_nodes{pool=\"p\",phase=\"Done\"} 3\n";
+        let w = node_writes(m);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w.get("Drain"), Some(&12));
+        assert_eq!(w.get("waiting Queued"), Some(&7));
     }
 
     #[test]
