@@ -716,21 +716,18 @@ impl<'a> Pass<'a> {
                 self.wakeups.push(deadline);
                 // A grant's own reason (which says the agent is to acknowledge) stands
                 // until the agent does: rewording it would cost a write per node.
-                let granted_as = [ReasonCode::DrainComplete, ReasonCode::DrainTimeout]
-                    .into_iter()
-                    .find(|c| op.reason_code.as_deref() == Some(c.as_str()));
-                let reason = match (v.phase(), granted_as, &op.reason) {
-                    (Phase::RebootGranted, Some(code), Some(message)) => {
-                        Reason::new(code, message.clone())
-                    }
-                    _ => Reason::new(
+                let granted_as = (v.phase() == Phase::RebootGranted)
+                    .then(|| standing(v, &[ReasonCode::DrainComplete, ReasonCode::DrainTimeout]))
+                    .flatten();
+                let reason = granted_as.unwrap_or_else(|| {
+                    Reason::new(
                         ReasonCode::AwaitingAck,
                         format!(
                             "waiting for the agent to acknowledge token {}",
                             fmt_opt(op.token.as_ref())
                         ),
-                    ),
-                };
+                    )
+                });
                 self.wait(v, v.phase(), reason);
             }
             Phase::Verifying => {
@@ -836,6 +833,17 @@ impl<'a> Pass<'a> {
             .collect::<Vec<_>>()
             .join(" and ")
     }
+}
+
+/// The node's recorded reason, when its code is one of `codes`: a reason an action wrote
+/// that still holds while the node waits.
+fn standing(v: &NodeView<'_>, codes: &[ReasonCode]) -> Option<Reason> {
+    let op = &v.state.operator;
+    let code = codes
+        .iter()
+        .copied()
+        .find(|c| op.reason_code.as_deref() == Some(c.as_str()))?;
+    Some(Reason::new(code, op.reason.clone()?))
 }
 
 fn names(pods: &[PodRef]) -> String {
@@ -1033,17 +1041,19 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
                             ),
                         );
                     } else if v.phase() == Phase::Done {
-                        pass.wait(
-                            v,
-                            Phase::Done,
-                            Reason::new(
-                                ReasonCode::Done,
-                                format!(
-                                    "updated to {}",
-                                    fmt_opt(v.state.agent.booted_version.as_ref())
-                                ),
-                            ),
-                        );
+                        // The completion's own reason stands: rewording it would cost a
+                        // write per node.
+                        let reason = standing(v, &[ReasonCode::BootVerified, ReasonCode::Baked])
+                            .unwrap_or_else(|| {
+                                Reason::new(
+                                    ReasonCode::Done,
+                                    format!(
+                                        "updated to {}",
+                                        fmt_opt(v.state.agent.booted_version.as_ref())
+                                    ),
+                                )
+                            });
+                        pass.wait(v, Phase::Done, reason);
                     } else {
                         pass.wait(
                             v,

@@ -429,8 +429,8 @@ fn waiting_writes(plan: &Plan, n: &NodeSnapshot, at: Timestamp) -> bool {
 }
 
 #[test]
-fn waiting_for_the_acknowledgement_and_the_reboot_writes_nothing_more() {
-    let p = policy("");
+fn waiting_after_the_grant_the_acknowledgement_and_the_completion_writes_nothing_more() {
+    let p = policy("health: {bake: 0s}\n");
     // Drained: the grant, and then no rewording while the agent has not acknowledged.
     let drained = draining("a", minutes(-1));
     let plan = run(vec![drained.clone()], vec![], vec![], &p, now());
@@ -457,6 +457,19 @@ fn waiting_for_the_acknowledgement_and_the_reboot_writes_nothing_more() {
     let plan = run(vec![rebooting.clone()], vec![], vec![], &p, minutes(2));
     assert_eq!(wait_code(&plan, "a"), ReasonCode::Rebooting);
     assert!(!waiting_writes(&plan, &rebooting, minutes(2)));
+
+    // Back on the target, no bake: completed, and Done keeps the completion's reason.
+    let mut back = rebooting.clone();
+    rebooted(&mut back, "4230.0.0", "b");
+    back.labels
+        .insert(keys::REBOOT_NEEDED.into(), "false".into());
+    let plan = run(vec![back.clone()], vec![], vec![], &p, minutes(3));
+    let complete = plan.actions[0].clone();
+    assert_eq!(complete.action, Action::Complete { uncordon: true });
+    let done = after(&back, &complete, minutes(3));
+    let plan = run(vec![done.clone()], vec![], vec![], &p, minutes(4));
+    assert_eq!(wait_code(&plan, "a"), ReasonCode::BootVerified);
+    assert!(!waiting_writes(&plan, &done, minutes(4)));
 }
 
 #[test]
