@@ -25,7 +25,7 @@ cargo build --release --locked --target "$target" -p drydock-agent -p drydock-op
 for component in agent operator; do
   ctx=$(mktemp -d)
   trap 'rm -rf "$ctx"' EXIT
-  cp "target/$target/release/drydock-$component" "$ctx/"
+  cp "${CARGO_TARGET_DIR:-target}/$target/release/drydock-$component" "$ctx/"
   "${buildah[@]}" bud --quiet --isolation chroot --layers=false \
     -f "images/$component.Containerfile" -t "localhost/drydock-$component:$tag" "$ctx" >&2
   rm -rf "$ctx"
