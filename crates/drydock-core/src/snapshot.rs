@@ -199,6 +199,8 @@ pub struct Snapshot {
     pod_pdbs: Vec<Vec<u32>>,
     node_index: HashMap<String, usize>,
     by_name: Vec<u32>,
+    /// Nodes whose pods were not listed (by index; empty when every node's were).
+    unlisted: Vec<bool>,
 }
 
 impl Snapshot {
@@ -300,7 +302,30 @@ impl Snapshot {
             pod_pdbs,
             node_index,
             by_name,
+            unlisted: Vec::new(),
         }
+    }
+
+    /// Marks the named nodes as having their pods not listed. The caller lists pods only
+    /// where the plan reads them: a node that waits its turn has them read only once it
+    /// is a candidate to drain, and the planner asks for them then
+    /// ([`crate::planner::Plan::list_pods`]) rather than take "no pods" for an answer.
+    /// Unknown names are ignored.
+    pub fn with_pods_unlisted<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Snapshot {
+        for name in names {
+            if let Some(&i) = self.node_index.get(name) {
+                if self.unlisted.is_empty() {
+                    self.unlisted = vec![false; self.nodes.len()];
+                }
+                self.unlisted[i] = true;
+            }
+        }
+        self
+    }
+
+    /// Whether node `node`'s pods are in the snapshot (see [`Snapshot::with_pods_unlisted`]).
+    pub fn pods_listed(&self, node: usize) -> bool {
+        !self.unlisted.get(node).copied().unwrap_or(false)
     }
 
     /// All nodes, with their drydock state.

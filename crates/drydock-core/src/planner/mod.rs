@@ -337,13 +337,18 @@ pub struct Plan {
     pub now: Timestamp,
     /// Actions, by node name.
     pub actions: Vec<PlannedAction>,
-    /// Every other node, by name.
+    /// Every other node, by name, except those in `list_pods`.
     pub waiting: Vec<Waiting>,
     /// Pools, configured ones first then `default`; only pools with nodes.
     pub pools: Vec<PoolStatus>,
     /// When the plan should be made again even if nothing changes (a timeout, a bake end,
     /// a window opening).
     pub next_wakeup: Option<Timestamp>,
+    /// Nodes the plan could start draining but whose pods the snapshot lacks
+    /// ([`Snapshot::with_pods_unlisted`]), by name: list them and plan again. They are in
+    /// neither `actions` nor `waiting` (the plan cannot say yet), and each holds a slot of
+    /// its pool meanwhile, so there are never more of them than free slots.
+    pub list_pods: Vec<String>,
 }
 
 impl Plan {
@@ -415,6 +420,8 @@ struct Pass<'a> {
     /// One answer per node, by node index; emitted in name order at the end.
     answers: Vec<Option<Answer>>,
     wakeups: Vec<Timestamp>,
+    /// Candidates to drain whose pods the snapshot does not have.
+    list_pods: Vec<String>,
 }
 
 impl<'a> Pass<'a> {
@@ -870,6 +877,8 @@ struct PoolTally {
     failed: Vec<String>,
     pending: usize,
     starting: usize,
+    /// Candidates whose slot is held while their pods are listed.
+    listing: usize,
     target: Option<OsVersion>,
     at_target: usize,
 }
@@ -953,6 +962,7 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
         now,
         answers: (0..snapshot.nodes().len()).map(|_| None).collect(),
         wakeups: Vec::new(),
+        list_pods: Vec::new(),
     };
 
     let window_states: Vec<WindowState> = pools.iter().map(|p| p.schedule.state(now)).collect();
@@ -1183,7 +1193,7 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
                 && t.at_target < pool.canary as usize
                 && t.target.as_ref() == Some(staged)
             {
-                let busy = t.in_flight + t.starting;
+                let busy = t.in_flight + t.starting + t.listing;
                 if t.at_target + busy >= pool.canary as usize {
                     return Some(queued(
                         ReasonCode::CanaryFirst,
@@ -1194,7 +1204,7 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
                     ));
                 }
             }
-            if t.unavailable + t.starting >= limits[pi] {
+            if t.unavailable + t.starting + t.listing >= limits[pi] {
                 // Worded without the count of the moment, so a queue of thousands
                 // is not rewritten each time a slot frees and fills again.
                 return Some(queued(
@@ -1212,7 +1222,14 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
             continue;
         }
 
-        // Pods: what the drain needs, and whether policy allows it.
+        // Pods: what the drain needs, and whether policy allows it. Unlisted, they are
+        // asked for, and the slot is held for the node meanwhile, so the plan asks for
+        // no more lists than it has slots to fill.
+        if !snapshot.pods_listed(v.idx) {
+            tally[pi].listing += 1;
+            pass.list_pods.push(v.node.name.clone());
+            continue;
+        }
         let mut need: BTreeMap<u32, u32> = BTreeMap::new();
         let mut problem: Option<Reason> = None;
         for (i, p) in snapshot.pods_on(v.idx) {
@@ -1355,11 +1372,14 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
             }
         })
         .collect();
+    let mut list_pods = pass.list_pods;
+    list_pods.sort();
     Plan {
         now,
         actions,
         waiting,
         pools: pools_out,
         next_wakeup,
+        list_pods,
     }
 }

@@ -246,6 +246,68 @@ fn budgets_pack_nodes_in_parallel_when_they_allow() {
 }
 
 #[test]
+fn pods_are_asked_for_only_to_fill_free_slots_and_listing_them_gives_the_full_plan() {
+    // Ten staged nodes, room for three; one budget lets one web pod go at a time, so
+    // some candidates are blocked and the next ones get their turn to be listed.
+    let nodes: Vec<NodeSnapshot> = (0..10).map(|i| node(&format!("n{i}"))).collect();
+    let pods: Vec<PodSnapshot> = (0..10)
+        .map(|i| {
+            let app = if i % 2 == 0 { "web" } else { "db" };
+            pod("shop", &format!("{app}-{i}"), &format!("n{i}"), app)
+        })
+        .collect();
+    let pdbs = vec![pdb("shop", "web", 1)];
+    let p = policy("maxUnavailable: 3");
+    let full = run(nodes.clone(), pods.clone(), pdbs.clone(), &p, now());
+    assert_eq!(started(&full).len(), 3, "{full:#?}");
+    assert!(full.list_pods.is_empty(), "every node's pods were given");
+
+    let mut unlisted: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let mut lists = 0;
+    let plan = loop {
+        let snapshot = Snapshot::new(nodes.clone(), pods.clone(), pdbs.clone())
+            .with_pods_unlisted(unlisted.iter().map(String::as_str));
+        let next = plan(&snapshot, &p, now());
+        if next.list_pods.is_empty() {
+            break next;
+        }
+        // Never more asked for than there are free slots; the asked-for nodes are
+        // neither acted on nor said to wait.
+        assert!(
+            started(&next).len() + next.list_pods.len() <= 3,
+            "{next:#?}"
+        );
+        for name in &next.list_pods {
+            assert!(next.action_for(name).is_none() && next.waiting_for(name).is_none());
+        }
+        assert_eq!(
+            next.actions.len() + next.waiting.len() + next.list_pods.len(),
+            nodes.len()
+        );
+        lists += next.list_pods.len();
+        unlisted.retain(|n| !next.list_pods.contains(n));
+    };
+    assert_eq!(
+        plan, full,
+        "listing what was asked for gives the plan of a full snapshot"
+    );
+    assert!(
+        lists < nodes.len(),
+        "{lists} nodes listed of {}: only candidates are",
+        nodes.len()
+    );
+    for w in &plan.waiting {
+        if w.reason.code == ReasonCode::PoolAtCapacity {
+            assert!(
+                unlisted.contains(&w.node),
+                "{} was listed for nothing",
+                w.node
+            );
+        }
+    }
+}
+
+#[test]
 fn a_node_needing_more_than_a_budget_ever_allows_drains_alone() {
     let pods = vec![
         pod("shop", "web-1", "a", "web"),
