@@ -2,14 +2,14 @@
 //!
 //! Nodes, PodDisruptionBudgets and the `drydock-config` ConfigMap are watched (reflector
 //! caches that every replica keeps warm). Pods are listed only for the nodes whose pods
-//! the plan reads — those draining, and those with a staged update waiting their turn —
-//! with a field selector on `spec.nodeName`, so memory follows the node count, not the
-//! pod count. A draining node is listed afresh on every pass (its drain is decided on
-//! what is there now); a node still waiting its turn is listed at most every
-//! [`WAITING_PODS_TTL`],
-//! which only affects which candidate goes next — the drain of the one chosen works on a
-//! fresh list, and the Eviction API enforces the budgets either way. Without that, a
-//! fleet that staged an update at once would cost one list per node on every pass.
+//! the plan reads, with a field selector on `spec.nodeName`, so memory follows the node
+//! count, not the pod count: a draining node is listed afresh on every pass (its drain is
+//! decided on what is there now); a node with an update staged that waits its turn is
+//! listed only when the planner asks for it — when it is a candidate for a free slot
+//! ([`planner::Plan::list_pods`]) — and that list is kept for [`WAITING_PODS_TTL`]
+//! (it only affects which candidate goes next: the drain of the one chosen works on a
+//! fresh list, and the Eviction API enforces the budgets either way). A queue of
+//! thousands waiting for a slot therefore costs no lists at all.
 //!
 //! A pass runs when something relevant changes (debounced), when the plan's
 //! `next_wakeup` comes (a timeout, a bake end, a window edge), when a refused eviction's
@@ -27,9 +27,9 @@ use drydock_core::channel::{self, ChannelDecision};
 use drydock_core::planner::{self, Action, PlannedAction, PodRef};
 use drydock_core::policy::{GracePeriod, Policy};
 use drydock_core::protocol::{NodeState, OperatorState, Phase, keys};
-use drydock_core::snapshot::{ReadNode, Snapshot};
+use drydock_core::snapshot::{PodSnapshot, ReadNode, Snapshot};
 use drydock_core::transition::{self, Severity};
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -44,6 +44,7 @@ use tracing::{debug, info, warn};
 use crate::drain::{self, Evicted};
 use crate::events::{Kind, Publisher};
 use crate::metrics::Metrics;
+use crate::slim::SlimNode;
 
 /// How long the pods of a node that waits its turn (Idle, Queued, Done: not cordoned by
 /// drydock) are taken from the last list.
@@ -51,6 +52,9 @@ pub const WAITING_PODS_TTL: Duration = Duration::from_secs(30);
 
 /// How many pod lists a pass has in flight at once.
 const POD_LISTS_AT_ONCE: usize = 8;
+
+/// How many times a pass lists the pods the plan asks for and plans again.
+const LIST_ROUNDS: usize = 3;
 
 /// How many nodes a pass writes to at once (each node's own steps stay in order).
 const NODES_AT_ONCE: usize = 16;
@@ -70,7 +74,7 @@ struct WaitingWrite {
 }
 
 /// Pods per node as last listed, for nodes that wait their turn.
-type PodCache = HashMap<String, (Instant, Vec<drydock_core::snapshot::PodSnapshot>)>;
+type PodCache = HashMap<String, (Instant, Vec<PodSnapshot>)>;
 
 /// Whether a node's pods may come from [`PodCache`]: it waits its turn.
 fn waits_its_turn(n: &Node) -> bool {
@@ -83,32 +87,14 @@ fn waits_its_turn(n: &Node) -> bool {
     matches!(phase, "Idle" | "Queued" | "Done")
 }
 
-/// Cuts a Node down to what drydock reads: its identity, labels and annotations (the
-/// protocol, pool selectors, hooks), `spec.unschedulable`, the Ready condition and
-/// `status.nodeInfo` (boot and machine ids). Managed fields, images, addresses,
-/// capacities and the other conditions are most of a Node's size.
-pub fn slim_node(n: &mut Node) {
-    let m = &mut n.metadata;
-    m.managed_fields = None;
-    m.owner_references = None;
-    m.finalizers = None;
-    m.generate_name = None;
-    if let Some(spec) = n.spec.as_mut() {
-        *spec = k8s_openapi::api::core::v1::NodeSpec {
-            unschedulable: spec.unschedulable,
-            ..Default::default()
-        };
-    }
-    if let Some(status) = n.status.as_mut() {
-        let ready = status
-            .conditions
-            .take()
-            .map(|cs| cs.into_iter().filter(|c| c.type_ == "Ready").collect());
-        *status = k8s_openapi::api::core::v1::NodeStatus {
-            conditions: ready,
-            node_info: status.node_info.take(),
-            ..Default::default()
-        };
+/// A watch event on a [`SlimNode`] as one on the `Node` it holds (what the cache keeps).
+fn full_node_event(ev: watcher::Event<SlimNode>) -> watcher::Event<Node> {
+    match ev {
+        watcher::Event::Apply(n) => watcher::Event::Apply(n.0),
+        watcher::Event::Delete(n) => watcher::Event::Delete(n.0),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(n) => watcher::Event::InitApply(n.0),
+        watcher::Event::InitDone => watcher::Event::InitDone,
     }
 }
 
@@ -165,10 +151,14 @@ pub fn watch_fleet(
     let (nodes_r, nodes_w) = reflector::store::<Node>();
     let (pdbs_r, pdbs_w) = reflector::store::<PodDisruptionBudget>();
     // The caches keep what the planner and the endpoints read, nothing else: a Node is
-    // cut down to it on arrival, so memory per node stays small.
+    // decoded straight into that ([`SlimNode`]), so memory per node stays small.
     let node_stream = reflector::reflector(
         nodes_w,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).modify(slim_node),
+        watcher(
+            Api::<SlimNode>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .map_ok(full_node_event),
     )
     .default_backoff()
     .touched_objects();
@@ -380,7 +370,8 @@ impl Leader {
         if op.cordoned {
             patch["spec"] = serde_json::json!({"unschedulable": true});
         }
-        let nodes: Api<Node> = Api::all(self.client.clone());
+        // The reply is decoded slim too: only its success matters here.
+        let nodes: Api<SlimNode> = Api::all(self.client.clone());
         nodes
             .patch(
                 name,
@@ -393,6 +384,40 @@ impl Leader {
                 self.metrics.write_error();
                 ActError::Api(e)
             })
+    }
+
+    /// Lists the pods on `nodes`, a few at a time (the lists are independent reads). A
+    /// waiting node's list is kept in `pod_cache`; a draining node's never is (its drain
+    /// works on what is there now).
+    async fn list_pods(
+        &self,
+        nodes: Vec<String>,
+        waiting: bool,
+        pod_cache: &mut PodCache,
+    ) -> Result<Vec<PodSnapshot>, kube::Error> {
+        let mut lists = futures_util::stream::iter(
+            nodes
+                .into_iter()
+                .map(|name| async move { (self.pods_on(&name).await, name) }),
+        )
+        .buffer_unordered(POD_LISTS_AT_ONCE);
+        let mut out = Vec::new();
+        while let Some((pods, name)) = lists.next().await {
+            let mut listed = Vec::new();
+            for p in pods? {
+                match drydock_core::k8s::pod(&p) {
+                    Ok(s) => listed.push(s),
+                    Err(e) => warn!(error = %e, "skipping a pod"),
+                }
+            }
+            if waiting {
+                pod_cache.insert(name, (Instant::now(), listed.clone()));
+            } else {
+                pod_cache.remove(&name);
+            }
+            out.extend(listed);
+        }
+        Ok(out)
     }
 
     async fn pods_on(&self, node: &str) -> Result<Vec<Pod>, kube::Error> {
@@ -520,7 +545,10 @@ impl Leader {
             .collect();
         let mut node_snaps = Vec::with_capacity(nodes.len());
         let mut pod_snaps = Vec::new();
-        let mut to_list: Vec<(String, bool)> = Vec::new();
+        // Draining nodes are listed now; a node waiting its turn is listed only when the
+        // plan asks (it is a candidate to drain next) and its last list is too old.
+        let mut draining_nodes: Vec<String> = Vec::new();
+        let mut unlisted: HashSet<&str> = HashSet::new();
         let mut still_read = ReadCache::with_capacity(nodes.len());
         for n in &nodes {
             match read_node(n, read_cache, &mut still_read) {
@@ -536,45 +564,28 @@ impl Leader {
             if !needs_pods(n) {
                 continue;
             }
-            let cached = waits_its_turn(n)
-                .then(|| pod_cache.get(name))
-                .flatten()
-                .filter(|(at, _)| at.elapsed() < WAITING_PODS_TTL);
-            match cached {
-                Some((_, pods)) => pod_snaps.extend(pods.iter().cloned()),
-                None => to_list.push((name.to_string(), waits_its_turn(n))),
+            if !waits_its_turn(n) {
+                draining_nodes.push(name.to_string());
+                continue;
             }
-        }
-        // The lists are independent reads: a few at a time, not one after another.
-        let mut lists = futures_util::stream::iter(
-            to_list
-                .into_iter()
-                .map(|(name, waiting)| async move { (self.pods_on(&name).await, name, waiting) }),
-        )
-        .buffer_unordered(POD_LISTS_AT_ONCE);
-        while let Some((pods, name, waiting)) = lists.next().await {
-            let mut listed = Vec::new();
-            for p in pods? {
-                match drydock_core::k8s::pod(&p) {
-                    Ok(s) => listed.push(s),
-                    Err(e) => warn!(error = %e, "skipping a pod"),
+            match pod_cache
+                .get(name)
+                .filter(|(at, _)| at.elapsed() < WAITING_PODS_TTL)
+            {
+                Some((_, pods)) => pod_snaps.extend(pods.iter().cloned()),
+                None => {
+                    unlisted.insert(name);
                 }
             }
-            if waiting {
-                pod_cache.insert(name, (Instant::now(), listed.clone()));
-            } else {
-                pod_cache.remove(&name);
-            }
-            pod_snaps.extend(listed);
         }
-        drop(lists);
+        pod_snaps.extend(self.list_pods(draining_nodes, false, pod_cache).await?);
         pod_cache.retain(|name, (at, _)| {
             at.elapsed() < WAITING_PODS_TTL
                 && by_name
                     .get(name.as_str())
                     .is_some_and(|n| waits_its_turn(n))
         });
-        let pdb_snaps = self
+        let pdb_snaps: Vec<_> = self
             .fleet
             .pdbs
             .state()
@@ -588,11 +599,30 @@ impl Leader {
             })
             .collect();
         *read_cache = still_read;
-        let started = std::time::Instant::now();
-        let snapshot = Snapshot::from_read(node_snaps, pod_snaps, pdb_snaps);
         let now = Timestamp::now();
-        let plan = planner::plan(&snapshot, &policy, now);
-        self.metrics.planned(started.elapsed());
+        // Plan; list what the plan asks for and plan again, a few rounds at most (a round
+        // asks for no more nodes than its pools have free slots). Whatever is still asked
+        // for after the last round is listed by the next pass, which follows at once.
+        let mut rounds = 0;
+        let (snapshot, plan) = loop {
+            let started = std::time::Instant::now();
+            let snapshot =
+                Snapshot::from_read(node_snaps.clone(), pod_snaps.clone(), pdb_snaps.clone())
+                    .with_pods_unlisted(unlisted.iter().copied());
+            let plan = planner::plan(&snapshot, &policy, now);
+            self.metrics.planned(started.elapsed());
+            if plan.list_pods.is_empty() || rounds == LIST_ROUNDS {
+                break (snapshot, plan);
+            }
+            rounds += 1;
+            for name in &plan.list_pods {
+                unlisted.remove(name.as_str());
+            }
+            pod_snaps.extend(
+                self.list_pods(plan.list_pods.clone(), true, pod_cache)
+                    .await?,
+            );
+        };
 
         let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
         let mut draining = false;
@@ -749,7 +779,7 @@ impl Leader {
             let secs = t.duration_since(Timestamp::now()).as_secs_f64().max(0.0);
             Instant::now() + Duration::from_secs_f64(secs.min(86_400.0)) + Duration::from_millis(50)
         });
-        if deferred > 0 {
+        if deferred > 0 || !plan.list_pods.is_empty() {
             let soon = Instant::now() + Duration::from_millis(200);
             wake = Some(wake.map_or(soon, |t| t.min(soon)));
         }
@@ -890,66 +920,6 @@ impl Leader {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_slim_node_keeps_what_the_planner_and_the_endpoints_read() {
-        let full: Node = serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {
-                "name": "n1", "uid": "u1", "resourceVersion": "7",
-                "labels": {"pool": "blue", "drydock.dev/phase": "Queued"},
-                "annotations": {"drydock.dev/reason": "pool blue: 1 of 1 unavailable", "example.com/hook": "true"},
-                "managedFields": [{"manager": "kubelet", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}}]
-            },
-            "spec": {"unschedulable": true, "podCIDR": "10.0.0.0/24", "providerID": "kwok://n1"},
-            "status": {
-                "conditions": [
-                    {"type": "MemoryPressure", "status": "False"},
-                    {"type": "Ready", "status": "True", "reason": "KubeletReady"}
-                ],
-                "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}],
-                "capacity": {"cpu": "2"},
-                "images": [{"names": ["pause"], "sizeBytes": 1}],
-                "nodeInfo": {"machineID": "m1", "bootID": "b1", "systemUUID": "s", "kernelVersion": "k",
-                    "osImage": "Flatcar", "containerRuntimeVersion": "c", "kubeletVersion": "v",
-                    "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"}
-            }
-        }))
-        .expect("a node");
-        let mut slim = full.clone();
-        slim_node(&mut slim);
-        assert_eq!(
-            format!("{:?}", drydock_core::k8s::node(&slim)),
-            format!("{:?}", drydock_core::k8s::node(&full)),
-            "the planner sees the same node"
-        );
-        assert_eq!(slim.metadata.annotations, full.metadata.annotations);
-        assert_eq!(slim.metadata.resource_version.as_deref(), Some("7"));
-        assert!(slim.metadata.managed_fields.is_none());
-        let spec = slim.spec.as_ref().expect("spec");
-        assert_eq!(spec.unschedulable, Some(true));
-        assert!(spec.pod_cidr.is_none() && spec.provider_id.is_none());
-        let status = slim.status.as_ref().expect("status");
-        let types: Vec<&str> = status
-            .conditions
-            .iter()
-            .flatten()
-            .map(|c| c.type_.as_str())
-            .collect();
-        assert_eq!(types, vec!["Ready"]);
-        assert_eq!(
-            status.node_info.as_ref().map(|i| i.boot_id.as_str()),
-            Some("b1")
-        );
-        assert!(status.images.is_none() && status.addresses.is_none() && status.capacity.is_none());
-        let size = |n: &Node| serde_json::to_vec(n).map(|v| v.len()).unwrap_or(0);
-        assert!(
-            size(&slim) < size(&full),
-            "{} vs {}",
-            size(&slim),
-            size(&full)
-        );
-    }
 
     fn node_at(uid: &str, rv: &str, phase: &str) -> Node {
         serde_json::from_value(serde_json::json!({
