@@ -359,7 +359,7 @@ impl Leader {
 
     /// Applies `op` as the node's operator state (labels, annotations, cordon), counted
     /// under `cause`.
-    async fn write(&self, name: &str, op: &OperatorState, cause: &str) -> Result<(), ActError> {
+    async fn write(&self, name: &str, op: &OperatorState, cause: &str) -> Result<Node, ActError> {
         self.check_leading()?;
         let (annotations, labels) = op.to_metadata();
         let mut patch = serde_json::json!({
@@ -370,7 +370,7 @@ impl Leader {
         if op.cordoned {
             patch["spec"] = serde_json::json!({"unschedulable": true});
         }
-        // The reply is decoded slim too: only its success matters here.
+        // The reply (the node as written) is decoded slim too.
         let nodes: Api<SlimNode> = Api::all(self.client.clone());
         nodes
             .patch(
@@ -379,7 +379,10 @@ impl Leader {
                 &Patch::Apply(&patch),
             )
             .await
-            .map(|_| self.metrics.node_written(cause))
+            .map(|written| {
+                self.metrics.node_written(cause);
+                written.0
+            })
             .map_err(|e| {
                 self.metrics.write_error();
                 ActError::Api(e)
@@ -600,32 +603,78 @@ impl Leader {
             .collect();
         *read_cache = still_read;
         let now = Timestamp::now();
-        // Plan; list what the plan asks for and plan again, a few rounds at most (a round
-        // asks for no more nodes than its pools have free slots). Whatever is still asked
-        // for after the last round is listed by the next pass, which follows at once.
-        let mut rounds = 0;
-        let (snapshot, plan) = loop {
-            let started = std::time::Instant::now();
-            let snapshot =
-                Snapshot::from_read(node_snaps.clone(), pod_snaps.clone(), pdb_snaps.clone())
-                    .with_pods_unlisted(unlisted.iter().copied());
-            let plan = planner::plan(&snapshot, &policy, now);
-            self.metrics.planned(started.elapsed());
-            if plan.list_pods.is_empty() || rounds == LIST_ROUNDS {
-                break (snapshot, plan);
+        let (mut snapshot, mut plan) = self
+            .plan_listing(
+                &policy,
+                now,
+                &node_snaps,
+                &mut pod_snaps,
+                &pdb_snaps,
+                &mut unlisted,
+                pod_cache,
+            )
+            .await?;
+
+        let mut draining = plan
+            .actions
+            .iter()
+            .any(|a| matches!(a.action, Action::Drain { .. } | Action::ForceDrain { .. }));
+        let acted = self
+            .act_on(
+                plan.actions.iter().collect(),
+                &snapshot,
+                &by_name,
+                &policy,
+                now,
+                retry_at,
+            )
+            .await?;
+        // A node that left its disruption (Done, Held, Failed) freed a slot of its pool:
+        // plan again at once, with every node acted on as its write left it (the API
+        // server's reply, not the cache, which has not seen the write yet), and start
+        // the drains that slot allows in this pass rather than the next one. Only new
+        // drains are started here; nodes acted on already wait for the next pass.
+        let freed = plan.actions.iter().any(|a| {
+            acted.get(&a.node).is_some_and(Option::is_some)
+                && !a.action.next_phase().is_disrupting()
+                && snapshot
+                    .node_index(&a.node)
+                    .is_some_and(|i| snapshot.nodes()[i].state().operator.phase().is_disrupting())
+        });
+        if freed {
+            for n in node_snaps.iter_mut() {
+                if let Some(Some(written)) = acted.get(&n.name) {
+                    match drydock_core::k8s::node(written) {
+                        Ok(read) => *n = Arc::new(ReadNode::new(read)),
+                        Err(e) => warn!(error = %e, "cannot read a node as written"),
+                    }
+                }
             }
-            rounds += 1;
-            for name in &plan.list_pods {
-                unlisted.remove(name.as_str());
-            }
-            pod_snaps.extend(
-                self.list_pods(plan.list_pods.clone(), true, pod_cache)
-                    .await?,
-            );
-        };
+            (snapshot, plan) = self
+                .plan_listing(
+                    &policy,
+                    now,
+                    &node_snaps,
+                    &mut pod_snaps,
+                    &pdb_snaps,
+                    &mut unlisted,
+                    pod_cache,
+                )
+                .await?;
+            let starts: Vec<&PlannedAction> = plan
+                .actions
+                .iter()
+                .filter(|a| {
+                    matches!(a.action, Action::Drain { start: true, .. })
+                        && !acted.contains_key(&a.node)
+                })
+                .collect();
+            draining |= !starts.is_empty();
+            self.act_on(starts, &snapshot, &by_name, &policy, now, retry_at)
+                .await?;
+        }
 
         let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
-        let mut draining = false;
         for a in &plan.actions {
             *counts
                 .entry((a.pool.clone(), a.action.next_phase().as_str().to_string()))
@@ -640,49 +689,6 @@ impl Leader {
             }
         }
         self.metrics.set_nodes(counts);
-
-        // Each node's writes are independent of every other node's: a pass acts on
-        // several nodes at once (each node's own steps stay in order), so one slow write
-        // does not hold up the rest of the fleet.
-        draining |= plan
-            .actions
-            .iter()
-            .any(|a| matches!(a.action, Action::Drain { .. } | Action::ForceDrain { .. }));
-        let retry_now = &*retry_at;
-        let mut jobs = Vec::with_capacity(plan.actions.len());
-        for a in &plan.actions {
-            let Some(node) = by_name.get(a.node.as_str()) else {
-                continue;
-            };
-            let grace = policy.all_pools().find(|p| p.name == a.pool).and_then(|p| {
-                match p.drain.grace_period {
-                    GracePeriod::Pod => None,
-                    GracePeriod::Seconds(s) => Some(s),
-                }
-            });
-            let Some(read) = snapshot.node_index(&a.node).map(|i| &snapshot.nodes()[i]) else {
-                continue;
-            };
-            jobs.push(async move {
-                (
-                    a,
-                    self.act(node, read.state(), a, now, grace, retry_now).await,
-                )
-            });
-        }
-        let mut acting = futures_util::stream::iter(jobs).buffer_unordered(NODES_AT_ONCE);
-        let mut retries = Vec::new();
-        while let Some((a, result)) = acting.next().await {
-            match result {
-                Ok(r) => retries.extend(r),
-                Err(ActError::NotLeading) => return Err(ActError::NotLeading),
-                Err(e) => {
-                    warn!(node = %a.node, action = a.action.name(), error = %e, "action failed; the next pass retries it")
-                }
-            }
-        }
-        drop(acting);
-        retry_at.extend(retries);
 
         let mut writes: Vec<WaitingWrite> = Vec::new();
         let mut refusals: Vec<(Arc<Node>, String)> = Vec::new();
@@ -805,6 +811,98 @@ impl Leader {
         Ok(())
     }
 
+    /// Plans; lists the pods the plan asks for and plans again, a few rounds at most (a
+    /// round asks for no more nodes than its pools have free slots). Whatever is still
+    /// asked for after the last round is listed by the next pass, which follows at once.
+    #[allow(clippy::too_many_arguments)]
+    async fn plan_listing(
+        &self,
+        policy: &Policy,
+        now: Timestamp,
+        nodes: &[Arc<ReadNode>],
+        pods: &mut Vec<PodSnapshot>,
+        pdbs: &[drydock_core::snapshot::PdbSnapshot],
+        unlisted: &mut HashSet<&str>,
+        pod_cache: &mut PodCache,
+    ) -> Result<(Snapshot, planner::Plan), ActError> {
+        let mut rounds = 0;
+        loop {
+            let started = std::time::Instant::now();
+            let snapshot = Snapshot::from_read(nodes.to_vec(), pods.clone(), pdbs.to_vec())
+                .with_pods_unlisted(unlisted.iter().copied());
+            let plan = planner::plan(&snapshot, policy, now);
+            self.metrics.planned(started.elapsed());
+            if plan.list_pods.is_empty() || rounds == LIST_ROUNDS {
+                return Ok((snapshot, plan));
+            }
+            rounds += 1;
+            for name in &plan.list_pods {
+                unlisted.remove(name.as_str());
+            }
+            pods.extend(
+                self.list_pods(plan.list_pods.clone(), true, pod_cache)
+                    .await?,
+            );
+        }
+    }
+
+    /// Acts on `actions` (nodes as read in `snapshot`). Each node's writes are
+    /// independent of every other node's, so several nodes are acted on at once (each
+    /// node's own steps stay in order) and one slow write does not hold up the rest.
+    /// Returns every node acted on, with the Node as its write left it (None when the
+    /// action wrote nothing or failed); refused evictions' retry times go to `retry_at`.
+    async fn act_on(
+        &self,
+        actions: Vec<&PlannedAction>,
+        snapshot: &Snapshot,
+        by_name: &HashMap<&str, &Arc<Node>>,
+        policy: &Policy,
+        now: Timestamp,
+        retry_at: &mut HashMap<String, Instant>,
+    ) -> Result<HashMap<String, Option<Node>>, ActError> {
+        let retry_now = &*retry_at;
+        let mut jobs = Vec::with_capacity(actions.len());
+        for a in actions {
+            let Some(node) = by_name.get(a.node.as_str()) else {
+                continue;
+            };
+            let grace = policy.all_pools().find(|p| p.name == a.pool).and_then(|p| {
+                match p.drain.grace_period {
+                    GracePeriod::Pod => None,
+                    GracePeriod::Seconds(s) => Some(s),
+                }
+            });
+            let Some(read) = snapshot.node_index(&a.node).map(|i| &snapshot.nodes()[i]) else {
+                continue;
+            };
+            jobs.push(async move {
+                (
+                    a,
+                    self.act(node, read.state(), a, now, grace, retry_now).await,
+                )
+            });
+        }
+        let mut acting = futures_util::stream::iter(jobs).buffer_unordered(NODES_AT_ONCE);
+        let mut retries = Vec::new();
+        let mut acted = HashMap::new();
+        while let Some((a, result)) = acting.next().await {
+            match result {
+                Ok((r, written)) => {
+                    retries.extend(r);
+                    acted.insert(a.node.clone(), written);
+                }
+                Err(ActError::NotLeading) => return Err(ActError::NotLeading),
+                Err(e) => {
+                    warn!(node = %a.node, action = a.action.name(), error = %e, "action failed; the next pass retries it");
+                    acted.insert(a.node.clone(), None);
+                }
+            }
+        }
+        drop(acting);
+        retry_at.extend(retries);
+        Ok(acted)
+    }
+
     async fn act(
         &self,
         node: &Node,
@@ -813,11 +911,12 @@ impl Leader {
         now: Timestamp,
         grace: Option<u64>,
         retry_at: &HashMap<String, Instant>,
-    ) -> Result<Vec<(String, Instant)>, ActError> {
+    ) -> Result<(Vec<(String, Instant)>, Option<Node>), ActError> {
         let mut retries = Vec::new();
         let next = transition::after_action(state, a, now);
+        let mut written = None;
         if next != state.operator {
-            self.write(&a.node, &next, a.action.name()).await?;
+            written = Some(self.write(&a.node, &next, a.action.name()).await?);
         }
         // Events and counters once per step: a new phase, or a new reason within one
         // (a forced drain stays Draining).
@@ -863,7 +962,7 @@ impl Leader {
             }
             _ => {}
         }
-        Ok(retries)
+        Ok((retries, written))
     }
 
     /// Asks the Eviction API for `pod`; returns when to ask again if it was refused.
