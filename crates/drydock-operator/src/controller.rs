@@ -615,33 +615,29 @@ impl Leader {
             )
             .await?;
 
-        let mut draining = plan
+        // A node leaving its disruption (Done, Held, Failed) frees a slot of its pool.
+        // Those actions go first; then the plan is made again at once, with those nodes
+        // as their writes left them (the API server's replies: the cache has not seen
+        // the writes yet), so the drains the freed slots allow start in this pass rather
+        // than after the watch event, the debounce and the next pass. The rest of the
+        // actions are the new plan's.
+        let freeing: Vec<&PlannedAction> = plan
             .actions
             .iter()
-            .any(|a| matches!(a.action, Action::Drain { .. } | Action::ForceDrain { .. }));
-        let acted = self
-            .act_on(
-                plan.actions.iter().collect(),
-                &snapshot,
-                &by_name,
-                &policy,
-                now,
-                retry_at,
-            )
-            .await?;
-        // A node that left its disruption (Done, Held, Failed) freed a slot of its pool:
-        // plan again at once, with every node acted on as its write left it (the API
-        // server's reply, not the cache, which has not seen the write yet), and start
-        // the drains that slot allows in this pass rather than the next one. Only new
-        // drains are started here; nodes acted on already wait for the next pass.
-        let freed = plan.actions.iter().any(|a| {
-            acted.get(&a.node).is_some_and(Option::is_some)
-                && !a.action.next_phase().is_disrupting()
-                && snapshot
-                    .node_index(&a.node)
-                    .is_some_and(|i| snapshot.nodes()[i].state().operator.phase().is_disrupting())
-        });
-        if freed {
+            .filter(|a| {
+                !a.action.next_phase().is_disrupting()
+                    && snapshot.node_index(&a.node).is_some_and(|i| {
+                        snapshot.nodes()[i].state().operator.phase().is_disrupting()
+                    })
+            })
+            .collect();
+        let mut acted = HashMap::new();
+        if !freeing.is_empty() {
+            acted = self
+                .act_on(freeing, &snapshot, &by_name, &policy, now, retry_at)
+                .await?;
+        }
+        if acted.values().any(Option::is_some) {
             for n in node_snaps.iter_mut() {
                 if let Some(Some(written)) = acted.get(&n.name) {
                     match drydock_core::k8s::node(written) {
@@ -661,18 +657,17 @@ impl Leader {
                     pod_cache,
                 )
                 .await?;
-            let starts: Vec<&PlannedAction> = plan
-                .actions
-                .iter()
-                .filter(|a| {
-                    matches!(a.action, Action::Drain { start: true, .. })
-                        && !acted.contains_key(&a.node)
-                })
-                .collect();
-            draining |= !starts.is_empty();
-            self.act_on(starts, &snapshot, &by_name, &policy, now, retry_at)
-                .await?;
         }
+        let rest: Vec<&PlannedAction> = plan
+            .actions
+            .iter()
+            .filter(|a| !acted.contains_key(&a.node))
+            .collect();
+        let mut draining = rest
+            .iter()
+            .any(|a| matches!(a.action, Action::Drain { .. } | Action::ForceDrain { .. }));
+        self.act_on(rest, &snapshot, &by_name, &policy, now, retry_at)
+            .await?;
 
         let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
         for a in &plan.actions {
