@@ -254,6 +254,23 @@ fn proc_stats(pid: u32) -> Option<ProcStats> {
     })
 }
 
+/// The operator's resident set sampled over the rollout (seconds from its start, KiB):
+/// the highest sample and when it came, the last sample, and the series itself in MiB
+/// rounded to 0.1 (one sample per second).
+fn rss_summary(samples: &[(f64, u64)]) -> serde_json::Value {
+    let mib = |k: u64| (k as f64 / 1024.0 * 10.0).round() / 10.0;
+    let highest = samples.iter().max_by_key(|(_, k)| *k);
+    json!({
+        "highestSampled": highest.map(|(_, k)| mib(*k)),
+        "highestAtSeconds": highest.map(|(t, _)| (t * 10.0).round() / 10.0),
+        "last": samples.last().map(|(_, k)| mib(*k)),
+        "series": samples
+            .iter()
+            .map(|(t, k)| json!([(t * 10.0).round() / 10.0, mib(*k)]))
+            .collect::<Vec<_>>(),
+    })
+}
+
 /// The planner histogram's pass count, mean and the bucket bound holding the 99th
 /// percentile, from the operator's metrics.
 fn planner_stats(metrics: &str) -> (u64, f64, Option<f64>) {
@@ -696,6 +713,9 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
         ),
     );
     let mut op_peak = ProcStats::default();
+    // The operator's resident set once a second: when its peak comes (the first passes
+    // over a fleet that staged at once, or the rollout's steady state) says what holds it.
+    let mut op_rss: Vec<(f64, u64)> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_report = Instant::now();
     // Nodes Done when the run stopped short of its end (the timeout), if it did.
@@ -730,6 +750,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
                 }
                 if let Some(s) = proc_stats(operator.pid()) {
                     op_peak = ProcStats { rss_kib: op_peak.rss_kib.max(s.rss_kib), ..s };
+                    op_rss.push((t0.elapsed().as_secs_f64(), s.rss_kib));
                 }
                 if let Some(a) = &machine.agent && let Some(s) = proc_stats(a.pid()) {
                     agent_hwm = agent_hwm.max(s.hwm_kib);
@@ -829,6 +850,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
         "peakUnavailableByDrydock": peak_by_drydock,
         "operator": {
             "peakRssMiB": op_final.hwm_kib as f64 / 1024.0,
+            "rssMiB": rss_summary(&op_rss),
             "cpuSeconds": op_final.cpu_s,
             "writesPerUpdate": op_writes as f64 / n,
             "writesPerUpdateWithoutEvictions": (op_writes - op_evictions) as f64 / n,
@@ -1125,6 +1147,18 @@ drydock_nodes{pool=\"p\",phase=\"Done\"} 3\n";
                 .iter()
                 .all(|d| *d == Duration::from_secs(20))
         );
+    }
+
+    #[test]
+    fn the_rss_summary_names_the_highest_sample_and_when_it_came() {
+        let r = rss_summary(&[(1.04, 10_240), (2.0, 30_720), (3.0, 20_480)]);
+        assert_eq!(r["highestSampled"], json!(30.0));
+        assert_eq!(r["highestAtSeconds"], json!(2.0));
+        assert_eq!(r["last"], json!(20.0));
+        assert_eq!(r["series"], json!([[1.0, 10.0], [2.0, 30.0], [3.0, 20.0]]));
+        let none = rss_summary(&[]);
+        assert!(none["highestSampled"].is_null() && none["last"].is_null());
+        assert_eq!(none["series"], json!([]));
     }
 
     #[test]
