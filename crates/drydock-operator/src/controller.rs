@@ -27,11 +27,11 @@ use drydock_core::channel::{self, ChannelDecision};
 use drydock_core::planner::{self, Action, PlannedAction, PodRef};
 use drydock_core::policy::{GracePeriod, Policy};
 use drydock_core::protocol::{NodeState, OperatorState, Phase, keys};
-use drydock_core::snapshot::{PodSnapshot, ReadNode, Snapshot};
+use drydock_core::snapshot::{NodeSnapshot, PodSnapshot, ReadNode, Snapshot};
 use drydock_core::transition::{self, Severity};
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -44,7 +44,7 @@ use tracing::{debug, info, warn};
 use crate::drain::{self, Evicted};
 use crate::events::{Kind, Publisher};
 use crate::metrics::Metrics;
-use crate::slim::SlimNode;
+use crate::slim::FleetNode;
 
 /// How long the pods of a node that waits its turn (Idle, Queued, Done: not cordoned by
 /// drydock) are taken from the last list.
@@ -63,9 +63,23 @@ const NODES_AT_ONCE: usize = 16;
 /// the rest are written in the passes that follow at once.
 const WAITING_WRITES_PER_PASS: usize = 256;
 
+/// What an Event about a node names as its object. A pass acts on nodes as it read
+/// them ([`ReadNode`]: name, UID and drydock state), not on the cache's Nodes: a pass
+/// lasts seconds on a large fleet and the cache takes new versions meanwhile, so holding
+/// its Nodes through the pass would keep two versions of every node that changed.
+fn node_ref(n: &NodeSnapshot) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(n.name.clone()),
+        uid: Some(n.uid.clone()),
+        ..ObjectReference::default()
+    }
+}
+
 /// A waiting node's new operator state, to be written.
 struct WaitingWrite {
-    node: Arc<Node>,
+    node: Arc<ReadNode>,
     next: OperatorState,
     /// The channel this write gives the node, if it gives one (an Event tells it).
     channel_set: Option<String>,
@@ -77,25 +91,9 @@ struct WaitingWrite {
 type PodCache = HashMap<String, (Instant, Vec<PodSnapshot>)>;
 
 /// Whether a node's pods may come from [`PodCache`]: it waits its turn.
-fn waits_its_turn(n: &Node) -> bool {
-    let phase = n
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(keys::PHASE))
-        .map_or("Idle", String::as_str);
+fn waits_its_turn(n: &NodeSnapshot) -> bool {
+    let phase = n.labels.get(keys::PHASE).map_or("Idle", String::as_str);
     matches!(phase, "Idle" | "Queued" | "Done")
-}
-
-/// A watch event on a [`SlimNode`] as one on the `Node` it holds (what the cache keeps).
-fn full_node_event(ev: watcher::Event<SlimNode>) -> watcher::Event<Node> {
-    match ev {
-        watcher::Event::Apply(n) => watcher::Event::Apply(n.0),
-        watcher::Event::Delete(n) => watcher::Event::Delete(n.0),
-        watcher::Event::Init => watcher::Event::Init,
-        watcher::Event::InitApply(n) => watcher::Event::InitApply(n.0),
-        watcher::Event::InitDone => watcher::Event::InitDone,
-    }
 }
 
 /// Field manager of every operator write.
@@ -122,8 +120,8 @@ pub struct PolicyState {
 /// The caches and signals every replica keeps, leader or not.
 #[derive(Clone)]
 pub struct Fleet {
-    /// Nodes.
-    pub nodes: Store<Node>,
+    /// Nodes, each read once per change ([`FleetNode`]).
+    pub nodes: Store<FleetNode>,
     /// Budgets.
     pub pdbs: Store<PodDisruptionBudget>,
     /// Policy.
@@ -148,17 +146,17 @@ pub fn watch_fleet(
     config_map: &str,
 ) -> (Fleet, Vec<futures_util::future::BoxFuture<'static, ()>>) {
     let changed = Arc::new(Notify::new());
-    let (nodes_r, nodes_w) = reflector::store::<Node>();
+    let (nodes_r, nodes_w) = reflector::store::<FleetNode>();
     let (pdbs_r, pdbs_w) = reflector::store::<PodDisruptionBudget>();
     // The caches keep what the planner and the endpoints read, nothing else: a Node is
-    // decoded straight into that ([`SlimNode`]), so memory per node stays small.
+    // decoded straight into its reading ([`FleetNode`]), so memory per node stays small
+    // and a node is parsed once per change.
     let node_stream = reflector::reflector(
         nodes_w,
         watcher(
-            Api::<SlimNode>::all(client.clone()),
+            Api::<FleetNode>::all(client.clone()),
             watcher::Config::default(),
-        )
-        .map_ok(full_node_event),
+        ),
     )
     .default_backoff()
     .touched_objects();
@@ -294,44 +292,13 @@ enum ActError {
 /// budgets its evictions use), or it has an update staged and waits its turn (what its
 /// drain would need). A node granted its reboot, rebooting or verifying has no use for
 /// them, nor has one Held, Failed or up to date.
-fn needs_pods(n: &Node) -> bool {
-    let labels = n.metadata.labels.as_ref();
-    let phase = labels
-        .and_then(|l| l.get(keys::PHASE))
-        .map(String::as_str)
-        .unwrap_or("Idle");
-    let staged = labels
-        .and_then(|l| l.get(keys::REBOOT_NEEDED))
+fn needs_pods(n: &NodeSnapshot) -> bool {
+    let phase = n.labels.get(keys::PHASE).map_or("Idle", String::as_str);
+    let staged = n
+        .labels
+        .get(keys::REBOOT_NEEDED)
         .is_some_and(|v| v == "true");
     phase == "Draining" || (staged && waits_its_turn(n))
-}
-
-/// Nodes as last read, by UID, with the resourceVersion they were read at: a node is
-/// converted and its drydock state parsed once per change, not on every pass.
-type ReadCache = HashMap<String, (String, Arc<ReadNode>)>;
-
-/// `n` read for the planner: from `cache` when its resourceVersion is the one read there
-/// (the entry moves to `kept`), otherwise read afresh (and kept).
-fn read_node(
-    n: &Node,
-    cache: &mut ReadCache,
-    kept: &mut ReadCache,
-) -> Result<Arc<ReadNode>, drydock_core::k8s::ConvertError> {
-    let (Some(uid), Some(rv)) = (
-        n.metadata.uid.as_deref(),
-        n.metadata.resource_version.as_deref(),
-    ) else {
-        return Ok(Arc::new(ReadNode::new(drydock_core::k8s::node(n)?)));
-    };
-    if let Some((uid, (at, read))) = cache.remove_entry(uid)
-        && at == rv
-    {
-        kept.insert(uid, (at, read.clone()));
-        return Ok(read);
-    }
-    let read = Arc::new(ReadNode::new(drydock_core::k8s::node(n)?));
-    kept.insert(uid.to_string(), (rv.to_string(), read.clone()));
-    Ok(read)
 }
 
 impl Leader {
@@ -343,14 +310,14 @@ impl Leader {
         }
     }
 
-    async fn event(&self, node: &Node, severity: Severity, reason: &str, note: String) {
+    async fn event(&self, node: &NodeSnapshot, severity: Severity, reason: &str, note: String) {
         let kind = match severity {
             Severity::Normal => Kind::Normal,
             Severity::Warning => Kind::Warning,
         };
         if let Err(e) = self
             .events
-            .publish(&node.object_ref(&()), kind, reason, &note)
+            .publish(&node_ref(node), kind, reason, &note)
             .await
         {
             warn!(error = %e, reason, "cannot record an Event");
@@ -359,7 +326,12 @@ impl Leader {
 
     /// Applies `op` as the node's operator state (labels, annotations, cordon), counted
     /// under `cause`.
-    async fn write(&self, name: &str, op: &OperatorState, cause: &str) -> Result<Node, ActError> {
+    async fn write(
+        &self,
+        name: &str,
+        op: &OperatorState,
+        cause: &str,
+    ) -> Result<FleetNode, ActError> {
         self.check_leading()?;
         let (annotations, labels) = op.to_metadata();
         let mut patch = serde_json::json!({
@@ -370,8 +342,8 @@ impl Leader {
         if op.cordoned {
             patch["spec"] = serde_json::json!({"unschedulable": true});
         }
-        // The reply (the node as written) is decoded slim too.
-        let nodes: Api<SlimNode> = Api::all(self.client.clone());
+        // The reply (the node as written) is decoded and read as the cache's nodes are.
+        let nodes: Api<FleetNode> = Api::all(self.client.clone());
         nodes
             .patch(
                 name,
@@ -379,10 +351,7 @@ impl Leader {
                 &Patch::Apply(&patch),
             )
             .await
-            .map(|written| {
-                self.metrics.node_written(cause);
-                written.0
-            })
+            .inspect(|_| self.metrics.node_written(cause))
             .map_err(|e| {
                 self.metrics.write_error();
                 ActError::Api(e)
@@ -492,7 +461,6 @@ impl Leader {
         // Channel refusals already announced (one Event per node and channel asked for).
         let mut refused: HashSet<(String, String)> = HashSet::new();
         let mut pod_cache = PodCache::new();
-        let mut read_cache = ReadCache::new();
         let mut leading = self.leading.clone();
         info!("leading: planning and acting");
         loop {
@@ -500,17 +468,15 @@ impl Leader {
                 return;
             }
             self.report_config(&mut reported_config).await;
-            let (wake, draining) = match self
-                .pass(&mut retry_at, &mut refused, &mut pod_cache, &mut read_cache)
-                .await
-            {
-                Ok(x) => x,
-                Err(ActError::NotLeading) => return,
-                Err(e) => {
-                    warn!(error = %e, "pass failed; retrying");
-                    (Some(Instant::now() + Duration::from_secs(2)), false)
-                }
-            };
+            let (wake, draining) =
+                match self.pass(&mut retry_at, &mut refused, &mut pod_cache).await {
+                    Ok(x) => x,
+                    Err(ActError::NotLeading) => return,
+                    Err(e) => {
+                        warn!(error = %e, "pass failed; retrying");
+                        (Some(Instant::now() + Duration::from_secs(2)), false)
+                    }
+                };
             let mut deadline = wake;
             let now = Instant::now();
             retry_at.retain(|_, t| *t > now);
@@ -538,56 +504,54 @@ impl Leader {
         retry_at: &mut HashMap<String, Instant>,
         refused: &mut HashSet<(String, String)>,
         pod_cache: &mut PodCache,
-        read_cache: &mut ReadCache,
     ) -> Result<(Option<Instant>, bool), ActError> {
         let policy = self.fleet.policy.borrow().policy.clone();
-        let nodes = self.fleet.nodes.state();
-        let by_name: HashMap<&str, &Arc<Node>> = nodes
-            .iter()
-            .filter_map(|n| n.metadata.name.as_deref().map(|name| (name, n)))
-            .collect();
-        let mut node_snaps = Vec::with_capacity(nodes.len());
+        // The cache's nodes are taken here and let go before the first await: from here
+        // on the pass holds each node's reading (shared with the cache while the node
+        // does not change), not the cache's entries.
+        let mut node_snaps = Vec::new();
         let mut pod_snaps = Vec::new();
         // Draining nodes are listed now; a node waiting its turn is listed only when the
         // plan asks (it is a candidate to drain next) and its last list is too old.
         let mut draining_nodes: Vec<String> = Vec::new();
-        let mut unlisted: HashSet<&str> = HashSet::new();
-        let mut still_read = ReadCache::with_capacity(nodes.len());
-        for n in &nodes {
-            match read_node(n, read_cache, &mut still_read) {
-                Ok(s) => node_snaps.push(s),
-                Err(e) => {
-                    warn!(error = %e, "skipping a node");
+        let mut unlisted_names: Vec<String> = Vec::new();
+        {
+            let nodes = self.fleet.nodes.state();
+            node_snaps.reserve(nodes.len());
+            let mut turn_waiters: HashSet<&str> = HashSet::new();
+            for fleet_node in &nodes {
+                let Some(n) = fleet_node.read() else {
+                    warn!("skipping a node without a name");
+                    continue;
+                };
+                node_snaps.push(Arc::clone(n));
+                let name = n.name.as_str();
+                let waits = waits_its_turn(n);
+                if waits {
+                    turn_waiters.insert(name);
+                }
+                if !needs_pods(n) {
                     continue;
                 }
-            }
-            let Some(name) = n.metadata.name.as_deref() else {
-                continue;
-            };
-            if !needs_pods(n) {
-                continue;
-            }
-            if !waits_its_turn(n) {
-                draining_nodes.push(name.to_string());
-                continue;
-            }
-            match pod_cache
-                .get(name)
-                .filter(|(at, _)| at.elapsed() < WAITING_PODS_TTL)
-            {
-                Some((_, pods)) => pod_snaps.extend(pods.iter().cloned()),
-                None => {
-                    unlisted.insert(name);
+                if !waits {
+                    draining_nodes.push(name.to_string());
+                    continue;
+                }
+                match pod_cache
+                    .get(name)
+                    .filter(|(at, _)| at.elapsed() < WAITING_PODS_TTL)
+                {
+                    Some((_, pods)) => pod_snaps.extend(pods.iter().cloned()),
+                    None => unlisted_names.push(name.to_string()),
                 }
             }
+            // Pods kept only for nodes that still wait their turn, and not for long.
+            pod_cache.retain(|name, (at, _)| {
+                at.elapsed() < WAITING_PODS_TTL && turn_waiters.contains(name.as_str())
+            });
         }
+        let mut unlisted: HashSet<&str> = unlisted_names.iter().map(String::as_str).collect();
         pod_snaps.extend(self.list_pods(draining_nodes, false, pod_cache).await?);
-        pod_cache.retain(|name, (at, _)| {
-            at.elapsed() < WAITING_PODS_TTL
-                && by_name
-                    .get(name.as_str())
-                    .is_some_and(|n| waits_its_turn(n))
-        });
         let pdb_snaps: Vec<_> = self
             .fleet
             .pdbs
@@ -601,7 +565,6 @@ impl Leader {
                 }
             })
             .collect();
-        *read_cache = still_read;
         let now = Timestamp::now();
         let (mut snapshot, mut plan) = self
             .plan_listing(
@@ -634,16 +597,15 @@ impl Leader {
         let mut acted = HashMap::new();
         if !freeing.is_empty() {
             acted = self
-                .act_on(freeing, &snapshot, &by_name, &policy, now, retry_at)
+                .act_on(freeing, &snapshot, &policy, now, retry_at)
                 .await?;
         }
         if acted.values().any(Option::is_some) {
             for n in node_snaps.iter_mut() {
-                if let Some(Some(written)) = acted.get(&n.name) {
-                    match drydock_core::k8s::node(written) {
-                        Ok(read) => *n = Arc::new(ReadNode::new(read)),
-                        Err(e) => warn!(error = %e, "cannot read a node as written"),
-                    }
+                if let Some(Some(written)) = acted.get(&n.name)
+                    && let Some(read) = written.read()
+                {
+                    *n = Arc::clone(read);
                 }
             }
             (snapshot, plan) = self
@@ -666,8 +628,7 @@ impl Leader {
         let mut draining = rest
             .iter()
             .any(|a| matches!(a.action, Action::Drain { .. } | Action::ForceDrain { .. }));
-        self.act_on(rest, &snapshot, &by_name, &policy, now, retry_at)
-            .await?;
+        self.act_on(rest, &snapshot, &policy, now, retry_at).await?;
 
         let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
         for a in &plan.actions {
@@ -686,14 +647,12 @@ impl Leader {
         self.metrics.set_nodes(counts);
 
         let mut writes: Vec<WaitingWrite> = Vec::new();
-        let mut refusals: Vec<(Arc<Node>, String)> = Vec::new();
+        let mut refusals: Vec<(Arc<ReadNode>, String)> = Vec::new();
         for w in &plan.waiting {
-            let (Some(node), Some(snap)) = (
-                by_name.get(w.node.as_str()),
-                snapshot.node_index(&w.node).map(|i| &snapshot.nodes()[i]),
-            ) else {
+            let Some(snap) = snapshot.node_index(&w.node).map(|i| &snapshot.nodes()[i]) else {
                 continue;
             };
+            let node = snap;
             let state = snap.state();
             let mut next = transition::while_waiting(state, w, now);
             let mut channel_set = None;
@@ -770,8 +729,7 @@ impl Leader {
                 Ok(()) => {}
                 Err(ActError::NotLeading) => return Err(ActError::NotLeading),
                 Err(e) => {
-                    let name = w.node.metadata.name.as_deref().unwrap_or_default();
-                    warn!(node = %name, error = %e, "cannot record why the node waits")
+                    warn!(node = %w.node.name, error = %e, "cannot record why the node waits")
                 }
             }
         }
@@ -789,7 +747,7 @@ impl Leader {
 
     /// Records why `w.node` waits (and the channel it is given, with its Event).
     async fn tell_waiting(&self, w: &WaitingWrite) -> Result<(), ActError> {
-        let name = w.node.metadata.name.as_deref().unwrap_or_default();
+        let name = w.node.name.as_str();
         let cause = format!("waiting {}", w.next.phase());
         self.write(name, &w.next, &cause).await?;
         if let Some(ch) = &w.channel_set {
@@ -850,17 +808,13 @@ impl Leader {
         &self,
         actions: Vec<&PlannedAction>,
         snapshot: &Snapshot,
-        by_name: &HashMap<&str, &Arc<Node>>,
         policy: &Policy,
         now: Timestamp,
         retry_at: &mut HashMap<String, Instant>,
-    ) -> Result<HashMap<String, Option<Node>>, ActError> {
+    ) -> Result<HashMap<String, Option<FleetNode>>, ActError> {
         let retry_now = &*retry_at;
         let mut jobs = Vec::with_capacity(actions.len());
         for a in actions {
-            let Some(node) = by_name.get(a.node.as_str()) else {
-                continue;
-            };
             let grace = policy.all_pools().find(|p| p.name == a.pool).and_then(|p| {
                 match p.drain.grace_period {
                     GracePeriod::Pod => None,
@@ -873,7 +827,7 @@ impl Leader {
             jobs.push(async move {
                 (
                     a,
-                    self.act(node, read.state(), a, now, grace, retry_now).await,
+                    self.act(read, read.state(), a, now, grace, retry_now).await,
                 )
             });
         }
@@ -900,13 +854,13 @@ impl Leader {
 
     async fn act(
         &self,
-        node: &Node,
+        node: &NodeSnapshot,
         state: &NodeState,
         a: &PlannedAction,
         now: Timestamp,
         grace: Option<u64>,
         retry_at: &HashMap<String, Instant>,
-    ) -> Result<(Vec<(String, Instant)>, Option<Node>), ActError> {
+    ) -> Result<(Vec<(String, Instant)>, Option<FleetNode>), ActError> {
         let mut retries = Vec::new();
         let next = transition::after_action(state, a, now);
         let mut written = None;
@@ -963,7 +917,7 @@ impl Leader {
     /// Asks the Eviction API for `pod`; returns when to ask again if it was refused.
     async fn evict(
         &self,
-        node: &Node,
+        node: &NodeSnapshot,
         pool: &str,
         pod: &PodRef,
         grace: Option<u64>,
@@ -1008,63 +962,5 @@ impl Leader {
                 None
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node_at(uid: &str, rv: &str, phase: &str) -> Node {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {
-                "name": format!("node-{uid}"), "uid": uid, "resourceVersion": rv,
-                "labels": {"drydock.dev/phase": phase},
-                "annotations": {"drydock.dev/os": "flatcar"}
-            }
-        }))
-        .expect("a node")
-    }
-
-    #[test]
-    fn a_node_is_read_once_per_resource_version() {
-        let mut cache = ReadCache::new();
-        let pass = |nodes: &[Node], cache: &mut ReadCache| {
-            let mut kept = ReadCache::new();
-            let read: Vec<Arc<ReadNode>> = nodes
-                .iter()
-                .map(|n| read_node(n, cache, &mut kept).expect("readable"))
-                .collect();
-            *cache = kept;
-            read
-        };
-        let first = pass(
-            &[node_at("a", "1", "Queued"), node_at("b", "1", "Idle")],
-            &mut cache,
-        );
-        assert_eq!(first[0].state().operator.phase(), Phase::Queued);
-        // Unchanged: the same reading; changed: read again; gone: forgotten.
-        let second = pass(
-            &[node_at("a", "1", "Queued"), node_at("b", "2", "Draining")],
-            &mut cache,
-        );
-        assert!(Arc::ptr_eq(&first[0], &second[0]), "a is unchanged");
-        assert!(!Arc::ptr_eq(&first[1], &second[1]), "b changed");
-        assert_eq!(second[1].state().operator.phase(), Phase::Draining);
-        let third = pass(&[node_at("b", "2", "Draining")], &mut cache);
-        assert!(Arc::ptr_eq(&second[1], &third[0]));
-        assert_eq!(
-            cache.len(),
-            1,
-            "a is gone from the cluster and from the cache"
-        );
-        // A node without a resourceVersion (not from the API server) is read every time.
-        let mut bare = node_at("c", "1", "Idle");
-        bare.metadata.resource_version = None;
-        let once = pass(std::slice::from_ref(&bare), &mut cache);
-        let again = pass(std::slice::from_ref(&bare), &mut cache);
-        assert!(!Arc::ptr_eq(&once[0], &again[0]));
-        assert!(cache.is_empty());
     }
 }

@@ -17,14 +17,13 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use drydock_core::omaha::{self, AppRequest, FLATCAR_APP_ID, UpdateCheck};
-use drydock_core::protocol::parse_node_state;
 use drydock_core::snapshot::Snapshot;
 use drydock_core::version::{OsFamily, OsVersion};
-use k8s_openapi::api::core::v1::Node;
 use tracing::{info, warn};
 
 use crate::controller::Fleet;
 use crate::metrics::Metrics;
+use crate::slim::FleetNode;
 use crate::upstream::{UpstreamError, fetch};
 
 /// The public Flatcar update server.
@@ -106,15 +105,10 @@ fn events_ack(appid: &str, events: usize) -> String {
 }
 
 /// The node whose `status.nodeInfo.machineID` is `machine_id`.
-fn node_by_machine_id(nodes: &[Arc<Node>], machine_id: &str) -> Option<Arc<Node>> {
+fn node_by_machine_id(nodes: &[Arc<FleetNode>], machine_id: &str) -> Option<Arc<FleetNode>> {
     nodes
         .iter()
-        .find(|n| {
-            n.status
-                .as_ref()
-                .and_then(|s| s.node_info.as_ref())
-                .is_some_and(|i| i.machine_id.eq_ignore_ascii_case(machine_id))
-        })
+        .find(|n| n.read().is_some() && n.machine_id().eq_ignore_ascii_case(machine_id))
         .cloned()
 }
 
@@ -208,10 +202,11 @@ pub async fn update(State(p): State<Proxy>, body: Bytes) -> Response {
         p.metrics.omaha("withheld-unknown");
         return noupdate();
     };
-    let name = node.metadata.name.clone().unwrap_or_default();
-    let empty = Default::default();
-    let annotations = node.metadata.annotations.as_ref().unwrap_or(&empty);
-    let (state, _) = parse_node_state(node.metadata.labels.as_ref().unwrap_or(&empty), annotations);
+    let Some(read) = node.read() else {
+        return noupdate();
+    };
+    let name = read.name.clone();
+    let state = read.state();
     // The channel the operator set for the node wins over what update.conf still says.
     let track = state
         .operator
@@ -255,11 +250,8 @@ pub async fn update(State(p): State<Proxy>, body: Bytes) -> Response {
             return noupdate();
         }
     };
-    let snaps = nodes
-        .iter()
-        .filter_map(|n| drydock_core::k8s::node(n).ok())
-        .collect();
-    let snapshot = Snapshot::new(snaps, Vec::new(), Vec::new());
+    let snaps = nodes.iter().filter_map(|n| n.read().cloned()).collect();
+    let snapshot = Snapshot::from_read(snaps, Vec::new(), Vec::new());
     match drydock_core::download::may_download(&snapshot, &policy_state.policy, &name, &version) {
         Ok(()) => {
             info!(node = %name, %version, %track, "passing the offer on");

@@ -1,44 +1,77 @@
-//! Nodes decoded straight into what drydock reads.
+//! Nodes decoded straight into what drydock reads, and read once.
 //!
 //! A Node as the API server sends it carries its managed fields (a JSON tree per field
 //! manager), images, addresses, capacity and every condition. The operator reads none of
 //! that, yet decoding it into a full `Node` builds every piece before it can be dropped —
 //! thousands of small allocations per watch event and per patch reply, which at 5,000
 //! nodes is most of the operator's allocation traffic and what fragments its heap.
-//! [`SlimNode`] skips those fields while parsing, so they are never built.
+//! [`FleetNode`] skips those fields while parsing, so they are never built, and keeps
+//! the rest as the planner's reading of the node ([`ReadNode`]: labels, annotations,
+//! the drydock state parsed from them). The node cache holds that one reading per node,
+//! which every pass, the Omaha proxy and FleetLock share: a node's labels and
+//! annotations are held once, and parsed once per change of the node.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use drydock_core::snapshot::{NodeSnapshot, ReadNode};
+use k8s_openapi::api::core::v1::{NodeCondition, NodeSystemInfo};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer};
 
-/// A Node with only what the planner and the endpoints read: its identity, labels and
-/// annotations (the node protocol, pool selectors, hooks), `spec.unschedulable`, the
-/// Ready condition and `status.nodeInfo` (boot and machine ids). Everything else in the
+/// A Node as the operator keeps it: its identity (name, UID, resourceVersion), its
+/// reading for the planner (labels, annotations, Ready, `spec.unschedulable`, the drydock
+/// state) and `status.nodeInfo` (boot and machine ids, OS image). Everything else in the
 /// API server's JSON is skipped while decoding. It is the Node API's own resource (same
-/// kind, group, version and path), so `Api<SlimNode>` watches, gets and patches Nodes.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct SlimNode(pub Node);
-
-impl k8s_openapi::Resource for SlimNode {
-    const API_VERSION: &'static str = <Node as k8s_openapi::Resource>::API_VERSION;
-    const GROUP: &'static str = <Node as k8s_openapi::Resource>::GROUP;
-    const KIND: &'static str = <Node as k8s_openapi::Resource>::KIND;
-    const VERSION: &'static str = <Node as k8s_openapi::Resource>::VERSION;
-    const URL_PATH_SEGMENT: &'static str = <Node as k8s_openapi::Resource>::URL_PATH_SEGMENT;
-    type Scope = <Node as k8s_openapi::Resource>::Scope;
+/// kind, group, version and path), so `Api<FleetNode>` watches, gets and patches Nodes.
+#[derive(Clone, Debug, Default)]
+pub struct FleetNode {
+    metadata: ObjectMeta,
+    read: Option<Arc<ReadNode>>,
+    node_info: Option<NodeSystemInfo>,
 }
 
-impl k8s_openapi::Metadata for SlimNode {
+impl FleetNode {
+    /// The planner's reading of the node; None for a Node without a name, which the API
+    /// server never sends.
+    pub fn read(&self) -> Option<&Arc<ReadNode>> {
+        self.read.as_ref()
+    }
+
+    /// `status.nodeInfo`, as the kubelet reported it.
+    pub fn node_info(&self) -> Option<&NodeSystemInfo> {
+        self.node_info.as_ref()
+    }
+
+    /// `status.nodeInfo.machineID`, or "" before the kubelet reported it.
+    pub fn machine_id(&self) -> &str {
+        self.node_info
+            .as_ref()
+            .map_or("", |i| i.machine_id.as_str())
+    }
+}
+
+impl k8s_openapi::Resource for FleetNode {
+    const API_VERSION: &'static str =
+        <k8s_openapi::api::core::v1::Node as k8s_openapi::Resource>::API_VERSION;
+    const GROUP: &'static str = <k8s_openapi::api::core::v1::Node as k8s_openapi::Resource>::GROUP;
+    const KIND: &'static str = <k8s_openapi::api::core::v1::Node as k8s_openapi::Resource>::KIND;
+    const VERSION: &'static str =
+        <k8s_openapi::api::core::v1::Node as k8s_openapi::Resource>::VERSION;
+    const URL_PATH_SEGMENT: &'static str =
+        <k8s_openapi::api::core::v1::Node as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+    type Scope = <k8s_openapi::api::core::v1::Node as k8s_openapi::Resource>::Scope;
+}
+
+impl k8s_openapi::Metadata for FleetNode {
     type Ty = ObjectMeta;
 
     fn metadata(&self) -> &ObjectMeta {
-        &self.0.metadata
+        &self.metadata
     }
 
     fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.0.metadata
+        &mut self.metadata
     }
 }
 
@@ -60,11 +93,8 @@ struct WireMeta {
     name: Option<String>,
     uid: Option<String>,
     resource_version: Option<String>,
-    generation: Option<i64>,
     labels: Option<BTreeMap<String, String>>,
     annotations: Option<BTreeMap<String, String>>,
-    creation_timestamp: Option<Time>,
-    deletion_timestamp: Option<Time>,
 }
 
 #[derive(Deserialize)]
@@ -97,38 +127,48 @@ fn ready_only<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<NodeConditio
     Ok(all.map(|cs| cs.into_iter().filter_map(|c| c.0).collect()))
 }
 
-impl<'de> Deserialize<'de> for SlimNode {
+impl<'de> Deserialize<'de> for FleetNode {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = WireNode::deserialize(d)?;
         let m = w.metadata;
-        Ok(SlimNode(Node {
+        let (conditions, node_info) = match w.status {
+            Some(s) => (s.conditions, s.node_info),
+            None => (None, None),
+        };
+        // As `drydock_core::k8s::node` reads a Node: Ready when the condition is True,
+        // the UID standing in for itself when absent.
+        let ready = conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        let read = m.name.clone().map(|name| {
+            Arc::new(ReadNode::new(NodeSnapshot {
+                uid: m.uid.clone().unwrap_or_else(|| name.clone()),
+                name,
+                labels: m.labels.unwrap_or_default(),
+                annotations: m.annotations.unwrap_or_default(),
+                ready,
+                unschedulable: w.spec.and_then(|s| s.unschedulable).unwrap_or(false),
+            }))
+        });
+        Ok(FleetNode {
             metadata: ObjectMeta {
                 name: m.name,
                 uid: m.uid,
                 resource_version: m.resource_version,
-                generation: m.generation,
-                labels: m.labels,
-                annotations: m.annotations,
-                creation_timestamp: m.creation_timestamp,
-                deletion_timestamp: m.deletion_timestamp,
                 ..ObjectMeta::default()
             },
-            spec: w.spec.map(|s| NodeSpec {
-                unschedulable: s.unschedulable,
-                ..NodeSpec::default()
-            }),
-            status: w.status.map(|s| NodeStatus {
-                conditions: s.conditions,
-                node_info: s.node_info,
-                ..NodeStatus::default()
-            }),
-        }))
+            read,
+            node_info,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use drydock_core::protocol::Phase;
+    use k8s_openapi::api::core::v1::Node;
 
     fn full_json() -> serde_json::Value {
         serde_json::json!({
@@ -162,61 +202,84 @@ mod tests {
     }
 
     #[test]
-    fn a_slim_node_keeps_what_the_planner_and_the_endpoints_read() {
+    fn a_fleet_node_is_the_planners_reading_of_the_full_node() {
         let full: Node = serde_json::from_value(full_json()).expect("a node");
-        let SlimNode(slim) = serde_json::from_value(full_json()).expect("a slim node");
+        let fleet: FleetNode = serde_json::from_value(full_json()).expect("a fleet node");
+        let from_full = ReadNode::new(drydock_core::k8s::node(&full).expect("readable"));
+        let read = fleet.read().expect("a named node is read");
+        assert_eq!(**read, from_full, "the planner sees the same node");
+        assert_eq!(read.state().operator.phase(), Phase::Queued);
+        assert!(read.ready && read.unschedulable);
         assert_eq!(
-            format!("{:?}", drydock_core::k8s::node(&slim)),
-            format!("{:?}", drydock_core::k8s::node(&full)),
-            "the planner sees the same node"
+            read.annotations.get("example.com/hook").map(String::as_str),
+            Some("true")
         );
-        let (m, fm) = (&slim.metadata, &full.metadata);
-        assert_eq!(m.annotations, fm.annotations);
-        assert_eq!(m.labels, fm.labels);
+        let m = &fleet.metadata;
         assert_eq!(
-            (&m.name, &m.uid, &m.resource_version, m.generation),
-            (&fm.name, &fm.uid, &fm.resource_version, fm.generation)
+            (
+                m.name.as_deref(),
+                m.uid.as_deref(),
+                m.resource_version.as_deref()
+            ),
+            (Some("n1"), Some("u1"), Some("7"))
         );
-        assert_eq!(m.creation_timestamp, fm.creation_timestamp);
+        assert!(
+            m.labels.is_none() && m.annotations.is_none(),
+            "held once, in the reading"
+        );
         assert!(
             m.managed_fields.is_none() && m.owner_references.is_none() && m.finalizers.is_none()
         );
-        let spec = slim.spec.as_ref().expect("spec");
-        assert_eq!(spec.unschedulable, Some(true));
-        assert!(spec.pod_cidr.is_none() && spec.provider_id.is_none() && spec.taints.is_none());
-        let status = slim.status.as_ref().expect("status");
-        let types: Vec<&str> = status
-            .conditions
-            .iter()
-            .flatten()
-            .map(|c| c.type_.as_str())
-            .collect();
-        assert_eq!(types, vec!["Ready"]);
-        assert_eq!(
-            status.node_info.as_ref().map(|i| i.boot_id.as_str()),
-            Some("b1")
-        );
-        assert!(status.images.is_none() && status.addresses.is_none() && status.capacity.is_none());
+        assert_eq!(fleet.node_info().map(|i| i.boot_id.as_str()), Some("b1"));
+        assert_eq!(fleet.machine_id(), "m1");
+        // The store keys on the name, as for a Node.
+        assert_eq!(kube::Resource::meta(&fleet).name.as_deref(), Some("n1"));
     }
 
     #[test]
-    fn a_node_without_spec_or_status_decodes_and_garbage_is_an_error() {
-        let SlimNode(n) = serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Node", "metadata": {"name": "bare"}
-        }))
-        .expect("a bare node");
-        assert_eq!(n.metadata.name.as_deref(), Some("bare"));
-        assert!(n.spec.is_none() && n.status.is_none());
-        // Fields drydock reads must still have their API types.
-        let bad = serde_json::from_value::<SlimNode>(serde_json::json!({
+    fn a_node_that_is_not_ready_or_without_uid_reads_as_drydock_core_reads_it() {
+        for (json, ready) in [
+            (serde_json::json!({"metadata": {"name": "bare"}}), false),
+            (
+                serde_json::json!({"metadata": {"name": "nr", "uid": "u"},
+                    "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}),
+                false,
+            ),
+            (
+                serde_json::json!({"metadata": {"name": "r"},
+                    "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+                true,
+            ),
+        ] {
+            let full: Node = serde_json::from_value(json.clone()).expect("a node");
+            let fleet: FleetNode = serde_json::from_value(json).expect("a fleet node");
+            let read = fleet.read().expect("named");
+            assert_eq!(read.ready, ready);
+            assert_eq!(
+                **read,
+                ReadNode::new(drydock_core::k8s::node(&full).expect("readable"))
+            );
+        }
+        let unnamed: FleetNode =
+            serde_json::from_value(serde_json::json!({"metadata": {"uid": "u"}})).expect("decodes");
+        assert!(
+            unnamed.read().is_none(),
+            "a Node without a name is not read"
+        );
+        assert_eq!(unnamed.machine_id(), "");
+    }
+
+    #[test]
+    fn fields_drydock_reads_must_have_their_api_types() {
+        let bad = serde_json::from_value::<FleetNode>(serde_json::json!({
             "metadata": {"name": "n", "labels": {"pool": 3}}
         }));
         assert!(bad.is_err(), "a number as a label value is refused");
-        let bad = serde_json::from_value::<SlimNode>(serde_json::json!({
+        let bad = serde_json::from_value::<FleetNode>(serde_json::json!({
             "metadata": {"name": "n"}, "status": {"conditions": [{"type": 5, "status": "True"}]}
         }));
         assert!(bad.is_err(), "a number as a condition type is refused");
-        let bad = serde_json::from_value::<SlimNode>(serde_json::json!({
+        let bad = serde_json::from_value::<FleetNode>(serde_json::json!({
             "metadata": {"name": "n"}, "spec": {"unschedulable": "yes"}
         }));
         assert!(bad.is_err(), "a string as spec.unschedulable is refused");

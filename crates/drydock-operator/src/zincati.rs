@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use drydock_core::cincinnati::{self, Choice, Graph};
 use drydock_core::fleetlock::{self, ProtocolError};
-use drydock_core::protocol::{AgentStatus, NodeState, keys, parse_node_state};
+use drydock_core::protocol::{AgentStatus, NodeState, keys};
 use drydock_core::snapshot::Snapshot;
 use drydock_core::version::{OsFamily, OsVersion};
 use k8s_openapi::api::core::v1::Node;
@@ -140,11 +140,7 @@ impl Zincati {
         let node = nodes
             .iter()
             .find(|n| {
-                n.status
-                    .as_ref()
-                    .and_then(|s| s.node_info.as_ref())
-                    .and_then(|i| fleetlock::zincati_id(&i.machine_id).ok())
-                    .is_some_and(|z| z == id)
+                n.read().is_some() && fleetlock::zincati_id(n.machine_id()).is_ok_and(|z| z == id)
             })
             .ok_or_else(|| {
                 ProtocolError::new(
@@ -154,11 +150,16 @@ impl Zincati {
                 )
             })?
             .clone();
-        let name = node.metadata.name.clone().unwrap_or_default();
-        let empty = BTreeMap::new();
-        let annotations = node.metadata.annotations.as_ref().unwrap_or(&empty);
-        let (state, _) =
-            parse_node_state(node.metadata.labels.as_ref().unwrap_or(&empty), annotations);
+        let read = node.read().cloned().ok_or_else(|| {
+            ProtocolError::new(
+                404,
+                "unknown_id",
+                "the matching Node has no name".to_string(),
+            )
+        })?;
+        let name = read.name.clone();
+        let annotations = &read.annotations;
+        let state = read.state().clone();
         if !fleetlock::speaks_for(&state.agent) {
             return Err(ProtocolError::new(
                 409,
@@ -166,7 +167,7 @@ impl Zincati {
                 format!("node {name} runs drydock-agent; FleetLock does not speak for it"),
             ));
         }
-        let info = node.status.as_ref().and_then(|s| s.node_info.as_ref());
+        let info = node.node_info();
         let boot_id = info.map(|i| i.boot_id.trim()).unwrap_or_default();
         if boot_id.is_empty() {
             return Err(ProtocolError::new(
@@ -184,7 +185,7 @@ impl Zincati {
         Ok(Resolved {
             boot_id: boot_id.to_string(),
             annotations: annotations.clone(),
-            labels: node.metadata.labels.clone().unwrap_or_default(),
+            labels: read.labels.clone(),
             name,
             state,
             booted,
@@ -329,11 +330,8 @@ pub async fn graph(
     let target = match decision.choice {
         Choice::Stage(t) => {
             let nodes = z.fleet.nodes.state();
-            let snaps = nodes
-                .iter()
-                .filter_map(|n| drydock_core::k8s::node(n).ok())
-                .collect();
-            let snapshot = Snapshot::new(snaps, Vec::new(), Vec::new());
+            let snaps = nodes.iter().filter_map(|n| n.read().cloned()).collect();
+            let snapshot = Snapshot::from_read(snaps, Vec::new(), Vec::new());
             match drydock_core::download::may_download(
                 &snapshot,
                 &policy.policy,
