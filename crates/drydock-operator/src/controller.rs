@@ -3,7 +3,8 @@
 //! Nodes, PodDisruptionBudgets and the `drydock-config` ConfigMap are watched (reflector
 //! caches that every replica keeps warm). Pods are listed only for the nodes whose pods
 //! the plan reads, with a field selector on `spec.nodeName`, so memory follows the node
-//! count, not the pod count: a draining node is listed afresh on every pass (its drain is
+//! count and the pods of the nodes being drained (whole Pods are decoded for each list),
+//! not the cluster's pod count: a draining node is listed afresh on every pass (its drain is
 //! decided on what is there now); a node with an update staged that waits its turn is
 //! listed only when the planner asks for it — when it is a candidate for a free slot
 //! ([`planner::Plan::list_pods`]) — and that list is kept for [`WAITING_PODS_TTL`]
