@@ -33,6 +33,28 @@ pub enum ConvertError {
 
 /// A Node as the planner sees it.
 pub fn node(n: &Node) -> Result<NodeSnapshot, ConvertError> {
+    node_with(
+        n,
+        n.metadata.labels.clone().unwrap_or_default(),
+        n.metadata.annotations.clone().unwrap_or_default(),
+    )
+}
+
+/// A Node as the planner sees it, its labels and annotations moved rather than copied
+/// (the operator's node cache decodes each Node into this and keeps only the result).
+pub fn into_node(mut n: Node) -> Result<NodeSnapshot, ConvertError> {
+    let labels = n.metadata.labels.take().unwrap_or_default();
+    let annotations = n.metadata.annotations.take().unwrap_or_default();
+    node_with(&n, labels, annotations)
+}
+
+/// The rest of the reading of `n`: name (required), UID (the name when absent), Ready
+/// (the condition is `True`) and cordon.
+fn node_with(
+    n: &Node,
+    labels: crate::selector::Labels,
+    annotations: std::collections::BTreeMap<String, String>,
+) -> Result<NodeSnapshot, ConvertError> {
     let name = n
         .metadata
         .name
@@ -46,8 +68,8 @@ pub fn node(n: &Node) -> Result<NodeSnapshot, ConvertError> {
     Ok(NodeSnapshot {
         uid: n.metadata.uid.clone().unwrap_or_else(|| name.clone()),
         name,
-        labels: n.metadata.labels.clone().unwrap_or_default(),
-        annotations: n.metadata.annotations.clone().unwrap_or_default(),
+        labels,
+        annotations,
         ready,
         unschedulable: n
             .spec
@@ -242,6 +264,24 @@ mod tests {
         .unwrap();
         let s = node(&n).unwrap();
         assert!(!s.ready && s.unschedulable);
+    }
+
+    #[test]
+    fn a_node_taken_by_value_reads_as_one_borrowed() {
+        let n: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1", "labels": {"pool": "a"}, "annotations": {"x": "y"}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        let owned = into_node(n.clone()).unwrap();
+        assert_eq!(owned, node(&n).unwrap());
+        assert_eq!(owned.uid, "n1", "the name stands in for a missing UID");
+        assert!(owned.ready && !owned.unschedulable);
+        assert_eq!(owned.labels.get("pool").map(String::as_str), Some("a"));
+        assert_eq!(
+            into_node(Node::default()),
+            Err(ConvertError::MissingName("Node"))
+        );
     }
 
     #[test]

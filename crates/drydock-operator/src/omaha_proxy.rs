@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use drydock_core::omaha::{self, AppRequest, FLATCAR_APP_ID, UpdateCheck};
-use drydock_core::snapshot::Snapshot;
+use drydock_core::snapshot::{ReadNode, Snapshot};
 use drydock_core::version::{OsFamily, OsVersion};
 use tracing::{info, warn};
 
@@ -104,12 +104,12 @@ fn events_ack(appid: &str, events: usize) -> String {
     x
 }
 
-/// The node whose `status.nodeInfo.machineID` is `machine_id`.
-fn node_by_machine_id(nodes: &[Arc<FleetNode>], machine_id: &str) -> Option<Arc<FleetNode>> {
+/// The reading of the node whose `status.nodeInfo.machineID` is `machine_id`.
+fn node_by_machine_id(nodes: &[Arc<FleetNode>], machine_id: &str) -> Option<Arc<ReadNode>> {
     nodes
         .iter()
-        .find(|n| n.read().is_some() && n.machine_id().eq_ignore_ascii_case(machine_id))
-        .cloned()
+        .filter(|n| n.machine_id().eq_ignore_ascii_case(machine_id))
+        .find_map(|n| n.read().cloned())
 }
 
 /// Why upstream gave no usable answer.
@@ -197,12 +197,9 @@ pub async fn update(State(p): State<Proxy>, body: Bytes) -> Response {
         return noupdate();
     }
     let nodes = p.fleet.nodes.state();
-    let Some(node) = node_by_machine_id(&nodes, &app.machineid) else {
+    let Some(read) = node_by_machine_id(&nodes, &app.machineid) else {
         warn!(machine_id = %app.machineid, "an update check from a machine that is no Node");
         p.metrics.omaha("withheld-unknown");
-        return noupdate();
-    };
-    let Some(read) = node.read() else {
         return noupdate();
     };
     let name = read.name.clone();

@@ -14,8 +14,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use drydock_core::snapshot::{NodeSnapshot, ReadNode};
-use k8s_openapi::api::core::v1::{NodeCondition, NodeSystemInfo};
+use drydock_core::snapshot::ReadNode;
+use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer};
 
@@ -52,15 +52,12 @@ impl FleetNode {
 }
 
 impl k8s_openapi::Resource for FleetNode {
-    const API_VERSION: &'static str =
-        <k8s_openapi::api::core::v1::Node as k8s_openapi::Resource>::API_VERSION;
-    const GROUP: &'static str = <k8s_openapi::api::core::v1::Node as k8s_openapi::Resource>::GROUP;
-    const KIND: &'static str = <k8s_openapi::api::core::v1::Node as k8s_openapi::Resource>::KIND;
-    const VERSION: &'static str =
-        <k8s_openapi::api::core::v1::Node as k8s_openapi::Resource>::VERSION;
-    const URL_PATH_SEGMENT: &'static str =
-        <k8s_openapi::api::core::v1::Node as k8s_openapi::Resource>::URL_PATH_SEGMENT;
-    type Scope = <k8s_openapi::api::core::v1::Node as k8s_openapi::Resource>::Scope;
+    const API_VERSION: &'static str = <Node as k8s_openapi::Resource>::API_VERSION;
+    const GROUP: &'static str = <Node as k8s_openapi::Resource>::GROUP;
+    const KIND: &'static str = <Node as k8s_openapi::Resource>::KIND;
+    const VERSION: &'static str = <Node as k8s_openapi::Resource>::VERSION;
+    const URL_PATH_SEGMENT: &'static str = <Node as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+    type Scope = <Node as k8s_openapi::Resource>::Scope;
 }
 
 impl k8s_openapi::Metadata for FleetNode {
@@ -135,29 +132,33 @@ impl<'de> Deserialize<'de> for FleetNode {
             Some(s) => (s.conditions, s.node_info),
             None => (None, None),
         };
-        // As `drydock_core::k8s::node` reads a Node: Ready when the condition is True,
-        // the UID standing in for itself when absent.
-        let ready = conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        let read = m.name.clone().map(|name| {
-            Arc::new(ReadNode::new(NodeSnapshot {
-                uid: m.uid.clone().unwrap_or_else(|| name.clone()),
-                name,
-                labels: m.labels.unwrap_or_default(),
-                annotations: m.annotations.unwrap_or_default(),
-                ready,
-                unschedulable: w.spec.and_then(|s| s.unschedulable).unwrap_or(false),
-            }))
-        });
-        Ok(FleetNode {
+        let metadata = ObjectMeta {
+            name: m.name,
+            uid: m.uid,
+            resource_version: m.resource_version,
+            ..ObjectMeta::default()
+        };
+        // Read as `drydock_core::k8s` reads any Node; the labels and annotations move
+        // into the reading and are held nowhere else.
+        let read = drydock_core::k8s::into_node(Node {
             metadata: ObjectMeta {
-                name: m.name,
-                uid: m.uid,
-                resource_version: m.resource_version,
-                ..ObjectMeta::default()
+                labels: m.labels,
+                annotations: m.annotations,
+                ..metadata.clone()
             },
+            spec: w.spec.map(|s| NodeSpec {
+                unschedulable: s.unschedulable,
+                ..NodeSpec::default()
+            }),
+            status: Some(NodeStatus {
+                conditions,
+                ..NodeStatus::default()
+            }),
+        })
+        .ok()
+        .map(|n| Arc::new(ReadNode::new(n)));
+        Ok(FleetNode {
+            metadata,
             read,
             node_info,
         })
@@ -168,7 +169,6 @@ impl<'de> Deserialize<'de> for FleetNode {
 mod tests {
     use super::*;
     use drydock_core::protocol::Phase;
-    use k8s_openapi::api::core::v1::Node;
 
     fn full_json() -> serde_json::Value {
         serde_json::json!({

@@ -137,26 +137,17 @@ impl Zincati {
     fn resolve(&self, id: &str) -> Result<Resolved, ProtocolError> {
         let nodes = self.fleet.nodes.state();
         let id = id.trim().to_ascii_lowercase();
-        let node = nodes
+        let (node, read) = nodes
             .iter()
-            .find(|n| {
-                n.read().is_some() && fleetlock::zincati_id(n.machine_id()).is_ok_and(|z| z == id)
-            })
+            .filter(|n| fleetlock::zincati_id(n.machine_id()).is_ok_and(|z| z == id))
+            .find_map(|n| n.read().map(|r| (Arc::clone(n), Arc::clone(r))))
             .ok_or_else(|| {
                 ProtocolError::new(
                     404,
                     "unknown_id",
                     format!("no Node's status.nodeInfo.machineID gives Zincati client id {id:?}"),
                 )
-            })?
-            .clone();
-        let read = node.read().cloned().ok_or_else(|| {
-            ProtocolError::new(
-                404,
-                "unknown_id",
-                "the matching Node has no name".to_string(),
-            )
-        })?;
+            })?;
         let name = read.name.clone();
         let annotations = &read.annotations;
         let state = read.state().clone();
