@@ -81,6 +81,19 @@ fn node_with(
 
 /// A Pod as the planner sees it.
 pub fn pod(p: &Pod) -> Result<PodSnapshot, ConvertError> {
+    pod_with(p, p.metadata.labels.clone().unwrap_or_default())
+}
+
+/// A Pod as the planner sees it, its labels moved rather than copied (the operator
+/// decodes each listed Pod into this and keeps only the result).
+pub fn into_pod(mut p: Pod) -> Result<PodSnapshot, ConvertError> {
+    let labels = p.metadata.labels.take().unwrap_or_default();
+    pod_with(&p, labels)
+}
+
+/// The rest of the reading of `p`: name (required), namespace ("default" when absent),
+/// UID (the name when absent), owner, phase, Ready, terminating and `emptyDir`.
+fn pod_with(p: &Pod, labels: crate::selector::Labels) -> Result<PodSnapshot, ConvertError> {
     let name = p
         .metadata
         .name
@@ -126,7 +139,7 @@ pub fn pod(p: &Pod) -> Result<PodSnapshot, ConvertError> {
         uid: p.metadata.uid.clone().unwrap_or_else(|| name.clone()),
         name,
         node: spec.and_then(|s| s.node_name.clone()),
-        labels: p.metadata.labels.clone().unwrap_or_default(),
+        labels,
         owner,
         phase,
         ready,
@@ -281,6 +294,26 @@ mod tests {
         assert_eq!(
             into_node(Node::default()),
             Err(ConvertError::MissingName("Node"))
+        );
+    }
+
+    #[test]
+    fn a_pod_taken_by_value_reads_as_one_borrowed() {
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web-1", "labels": {"app": "web"}},
+            "spec": {"nodeName": "n1", "containers": []},
+            "status": {"phase": "Pending"}
+        }))
+        .unwrap();
+        let owned = into_pod(p.clone()).unwrap();
+        assert_eq!(owned, pod(&p).unwrap());
+        assert_eq!(owned.namespace, "default");
+        assert_eq!(owned.uid, "web-1", "the name stands in for a missing UID");
+        assert_eq!(owned.labels.get("app").map(String::as_str), Some("web"));
+        assert_eq!(owned.phase, PodPhase::Pending);
+        assert_eq!(
+            into_pod(Pod::default()),
+            Err(ConvertError::MissingName("Pod"))
         );
     }
 

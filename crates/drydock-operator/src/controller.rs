@@ -2,10 +2,11 @@
 //!
 //! Nodes, PodDisruptionBudgets and the `drydock-config` ConfigMap are watched (reflector
 //! caches that every replica keeps warm). Pods are listed only for the nodes whose pods
-//! the plan reads, with a field selector on `spec.nodeName`, so memory follows the node
-//! count and the pods of the nodes being drained (whole Pods are decoded for each list),
-//! not the cluster's pod count: a draining node is listed afresh on every pass (its drain is
-//! decided on what is there now); a node with an update staged that waits its turn is
+//! the plan reads, with a field selector on `spec.nodeName`, each decoded only as far as
+//! the planner reads it ([`FleetPod`]), so memory follows the node count and the pods of
+//! the nodes being drained, not the cluster's pod count or the size of its pods: a
+//! draining node is listed afresh on every pass (its drain is decided on what is there
+//! now); a node with an update staged that waits its turn is
 //! listed only when the planner asks for it — when it is a candidate for a free slot
 //! ([`planner::Plan::list_pods`]) — and that list is kept for [`WAITING_PODS_TTL`]
 //! (it only affects which candidate goes next: the drain of the one chosen works on a
@@ -32,7 +33,7 @@ use drydock_core::snapshot::{NodeSnapshot, PodSnapshot, ReadNode, Snapshot};
 use drydock_core::transition::{self, Severity};
 use futures_util::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -45,7 +46,7 @@ use tracing::{debug, info, warn};
 use crate::drain::{self, Evicted};
 use crate::events::{Kind, Publisher};
 use crate::metrics::Metrics;
-use crate::slim::FleetNode;
+use crate::slim::{FleetNode, FleetPod};
 
 /// How long the pods of a node that waits its turn (Idle, Queued, Done: not cordoned by
 /// drydock) are taken from the last list.
@@ -378,7 +379,7 @@ impl Leader {
         while let Some((pods, name)) = lists.next().await {
             let mut listed = Vec::new();
             for p in pods? {
-                match drydock_core::k8s::pod(&p) {
+                match p.into_read() {
                     Ok(s) => listed.push(s),
                     Err(e) => warn!(error = %e, "skipping a pod"),
                 }
@@ -393,8 +394,8 @@ impl Leader {
         Ok(out)
     }
 
-    async fn pods_on(&self, node: &str) -> Result<Vec<Pod>, kube::Error> {
-        let pods: Api<Pod> = Api::all(self.client.clone());
+    async fn pods_on(&self, node: &str) -> Result<Vec<FleetPod>, kube::Error> {
+        let pods: Api<FleetPod> = Api::all(self.client.clone());
         Ok(pods
             .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
             .await?

@@ -10,13 +10,22 @@
 //! the drydock state parsed from them). The node cache holds that one reading per node,
 //! which every pass, the Omaha proxy and FleetLock share: a node's labels and
 //! annotations are held once, and parsed once per change of the node.
+//!
+//! Pods are read the same way ([`FleetPod`]): a pod list decodes only what the planner
+//! reads of each Pod, not its containers, environment, managed fields and statuses, so
+//! what a list costs follows its number of pods, not their size.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use drydock_core::snapshot::ReadNode;
-use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use drydock_core::k8s::{ConvertError, MIRROR_POD_ANNOTATION};
+use drydock_core::snapshot::{PodSnapshot, ReadNode};
+use k8s_openapi::api::core::v1::{
+    EmptyDirVolumeSource, Node, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod,
+    PodCondition, PodSpec, PodStatus, Volume,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 /// A Node as the operator keeps it: its identity (name, UID, resourceVersion), its
@@ -165,6 +174,194 @@ impl<'de> Deserialize<'de> for FleetNode {
     }
 }
 
+/// A Pod as a drain reads it: its identity and the planner's reading
+/// ([`PodSnapshot`], by the rules of `drydock_core::k8s::pod`). Everything else in the
+/// API server's JSON is skipped while decoding. It is the Pod API's own resource, so
+/// `Api<FleetPod>` lists Pods.
+#[derive(Clone, Debug)]
+pub struct FleetPod {
+    metadata: ObjectMeta,
+    read: Result<PodSnapshot, ConvertError>,
+}
+
+impl FleetPod {
+    /// The planner's reading of the pod, or why it has none (a Pod without a name,
+    /// which the API server never sends).
+    pub fn read(&self) -> Result<&PodSnapshot, &ConvertError> {
+        self.read.as_ref()
+    }
+
+    /// The reading, taken out.
+    pub fn into_read(self) -> Result<PodSnapshot, ConvertError> {
+        self.read
+    }
+}
+
+impl k8s_openapi::Resource for FleetPod {
+    const API_VERSION: &'static str = <Pod as k8s_openapi::Resource>::API_VERSION;
+    const GROUP: &'static str = <Pod as k8s_openapi::Resource>::GROUP;
+    const KIND: &'static str = <Pod as k8s_openapi::Resource>::KIND;
+    const VERSION: &'static str = <Pod as k8s_openapi::Resource>::VERSION;
+    const URL_PATH_SEGMENT: &'static str = <Pod as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+    type Scope = <Pod as k8s_openapi::Resource>::Scope;
+}
+
+impl k8s_openapi::Metadata for FleetPod {
+    type Ty = ObjectMeta;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+#[derive(Deserialize)]
+struct WirePod {
+    #[serde(default)]
+    metadata: WirePodMeta,
+    #[serde(default)]
+    spec: Option<WirePodSpec>,
+    #[serde(default)]
+    status: Option<WirePodStatus>,
+}
+
+/// The metadata a drain reads: of the annotations only whether the pod is a mirror pod
+/// (their values, which can be whole manifests, are skipped).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct WirePodMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(deserialize_with = "is_mirror")]
+    annotations: bool,
+    owner_references: Option<Vec<OwnerReference>>,
+    deletion_timestamp: Option<Time>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WirePodSpec {
+    #[serde(default)]
+    node_name: Option<String>,
+    #[serde(default)]
+    volumes: Option<Vec<WireVolume>>,
+}
+
+/// A volume: only whether it is an `emptyDir`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireVolume {
+    #[serde(default)]
+    empty_dir: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct WirePodStatus {
+    #[serde(default)]
+    phase: Option<String>,
+    #[serde(default)]
+    conditions: Option<Vec<PodCondition>>,
+}
+
+/// Whether an annotations map (or null) holds the mirror-pod annotation. Keys and
+/// values must be strings, as in the API's type; neither is kept.
+fn is_mirror<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    /// A string, compared with the mirror-pod annotation's key and dropped.
+    struct Str(bool);
+    impl<'de> Deserialize<'de> for Str {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Str;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Str, E> {
+                    Ok(Str(v == MIRROR_POD_ANNOTATION))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of annotations")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_map(self)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let mut mirror = false;
+            while let Some(Str(is)) = map.next_key()? {
+                let _: Str = map.next_value()?;
+                mirror |= is;
+            }
+            Ok(mirror)
+        }
+    }
+    d.deserialize_option(Keys)
+}
+
+impl<'de> Deserialize<'de> for FleetPod {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = WirePod::deserialize(d)?;
+        let m = w.metadata;
+        let metadata = ObjectMeta {
+            name: m.name,
+            namespace: m.namespace,
+            uid: m.uid,
+            resource_version: m.resource_version,
+            ..ObjectMeta::default()
+        };
+        // Read as `drydock_core::k8s` reads any Pod, from the fields it reads.
+        let pod = Pod {
+            metadata: ObjectMeta {
+                labels: m.labels,
+                annotations: m
+                    .annotations
+                    .then(|| BTreeMap::from([(MIRROR_POD_ANNOTATION.into(), String::new())])),
+                owner_references: m.owner_references,
+                deletion_timestamp: m.deletion_timestamp,
+                ..metadata.clone()
+            },
+            spec: w.spec.map(|s| PodSpec {
+                node_name: s.node_name,
+                volumes: s.volumes.map(|vs| {
+                    vs.into_iter()
+                        .filter(|v| v.empty_dir.is_some())
+                        .map(|_| Volume {
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Volume::default()
+                        })
+                        .collect()
+                }),
+                ..PodSpec::default()
+            }),
+            status: w.status.map(|s| PodStatus {
+                phase: s.phase,
+                conditions: s.conditions,
+                ..PodStatus::default()
+            }),
+        };
+        let read = drydock_core::k8s::into_pod(pod);
+        Ok(FleetPod { metadata, read })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,5 +480,131 @@ mod tests {
             "metadata": {"name": "n"}, "spec": {"unschedulable": "yes"}
         }));
         assert!(bad.is_err(), "a string as spec.unschedulable is refused");
+    }
+
+    fn full_pod_json() -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": "web-1", "namespace": "shop", "uid": "p1", "resourceVersion": "9",
+                "labels": {"app": "web", "pod-template-hash": "5d"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"big\": true}"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d",
+                    "uid": "r", "controller": true}],
+                "deletionTimestamp": "2026-12-05T01:00:00Z",
+                "managedFields": [{"manager": "kube-controller-manager", "operation": "Update",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]
+            },
+            "spec": {
+                "nodeName": "n1",
+                "containers": [{"name": "c", "image": "nginx", "env": [{"name": "A", "value": "1"}],
+                    "resources": {"requests": {"cpu": "10m"}}}],
+                "volumes": [
+                    {"name": "cfg", "configMap": {"name": "web"}},
+                    {"name": "tmp", "emptyDir": {}}
+                ],
+                "tolerations": [{"key": "k", "operator": "Exists"}]
+            },
+            "status": {
+                "phase": "Running",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True"},
+                    {"type": "Ready", "status": "True"}
+                ],
+                "containerStatuses": [{"name": "c", "ready": true, "restartCount": 0, "image": "nginx",
+                    "imageID": "", "state": {"running": {"startedAt": "2026-12-05T00:00:00Z"}}}],
+                "podIP": "10.0.0.9"
+            }
+        })
+    }
+
+    #[test]
+    fn a_fleet_pod_is_the_planners_reading_of_the_full_pod() {
+        let mut variants = vec![full_pod_json()];
+        // A mirror pod, a pod without volumes or status, a bare pod.
+        let mut mirror = full_pod_json();
+        mirror["metadata"]["annotations"]["kubernetes.io/config.mirror"] = "abc".into();
+        variants.push(mirror);
+        let mut plain = full_pod_json();
+        plain["spec"]
+            .as_object_mut()
+            .expect("spec")
+            .remove("volumes");
+        plain.as_object_mut().expect("pod").remove("status");
+        plain["metadata"]["annotations"] = serde_json::Value::Null;
+        variants.push(plain);
+        variants.push(serde_json::json!({"metadata": {"name": "bare"}}));
+        for json in variants {
+            let full: Pod = serde_json::from_value(json.clone()).expect("a pod");
+            let fleet: FleetPod = serde_json::from_value(json.clone()).expect("a fleet pod");
+            assert_eq!(
+                fleet.read(),
+                drydock_core::k8s::pod(&full).as_ref(),
+                "the planner sees the same pod: {json}"
+            );
+        }
+        let fleet: FleetPod = serde_json::from_value(full_pod_json()).expect("a fleet pod");
+        let read = fleet.read().expect("named");
+        assert!(read.has_empty_dir && read.ready && read.terminating);
+        assert_eq!(read.key(), "shop/web-1");
+        let m = &fleet.metadata;
+        assert_eq!(
+            (m.name.as_deref(), m.namespace.as_deref(), m.uid.as_deref()),
+            (Some("web-1"), Some("shop"), Some("p1"))
+        );
+        assert!(m.labels.is_none() && m.annotations.is_none() && m.managed_fields.is_none());
+        let unnamed: FleetPod =
+            serde_json::from_value(serde_json::json!({"metadata": {"uid": "u"}})).expect("decodes");
+        assert_eq!(
+            unnamed.into_read(),
+            Err(ConvertError::MissingName("Pod"))
+        );
+    }
+
+    #[test]
+    fn pod_fields_drydock_reads_must_have_their_api_types() {
+        for (json, what) in [
+            (
+                serde_json::json!({"metadata": {"name": "p", "annotations": {"a": 1}}}),
+                "a number as an annotation value",
+            ),
+            (
+                serde_json::json!({"metadata": {"name": "p", "annotations": ["a"]}}),
+                "a list as the annotations",
+            ),
+            (
+                serde_json::json!({"metadata": {"name": "p", "ownerReferences": [{"kind": 3}]}}),
+                "a number as an owner's kind",
+            ),
+            (
+                serde_json::json!({"metadata": {"name": "p"}, "status": {"phase": 1}}),
+                "a number as the phase",
+            ),
+            (
+                serde_json::json!({"metadata": {"name": "p"}, "spec": {"volumes": {"tmp": {}}}}),
+                "a map as the volumes",
+            ),
+        ] {
+            assert!(
+                serde_json::from_value::<FleetPod>(json).is_err(),
+                "{what} is refused"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pod_list_decodes_into_fleet_pods() {
+        let list = serde_json::json!({
+            "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "12"},
+            "items": [full_pod_json(), {"metadata": {"name": "other", "namespace": "shop"}}]
+        });
+        let list: kube::core::ObjectList<FleetPod> =
+            serde_json::from_value(list).expect("a pod list");
+        let names: Vec<_> = list
+            .items
+            .iter()
+            .map(|p| p.read().map(|r| r.name.clone()))
+            .collect();
+        assert_eq!(names, vec![Ok("web-1".to_string()), Ok("other".to_string())]);
     }
 }
