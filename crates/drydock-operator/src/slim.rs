@@ -555,10 +555,7 @@ mod tests {
         assert!(m.labels.is_none() && m.annotations.is_none() && m.managed_fields.is_none());
         let unnamed: FleetPod =
             serde_json::from_value(serde_json::json!({"metadata": {"uid": "u"}})).expect("decodes");
-        assert_eq!(
-            unnamed.into_read(),
-            Err(ConvertError::MissingName("Pod"))
-        );
+        assert_eq!(unnamed.into_read(), Err(ConvertError::MissingName("Pod")));
     }
 
     #[test]
@@ -605,6 +602,9 @@ mod tests {
             .iter()
             .map(|p| p.read().map(|r| r.name.clone()))
             .collect();
-        assert_eq!(names, vec![Ok("web-1".to_string()), Ok("other".to_string())]);
+        assert_eq!(
+            names,
+            vec![Ok("web-1".to_string()), Ok("other".to_string())]
+        );
     }
 }
