@@ -95,7 +95,10 @@ fn plan_on_the_example_explains_every_node() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let t = text(&out.stdout);
-    assert!(t.contains("PDB shop/db allows 0 disruptions"), "{t}");
+    assert!(
+        t.contains("PDB shop/db has no disruption to spare (this node needs 1)"),
+        "{t}"
+    );
     assert!(t.contains("node is NotReady"), "{t}");
     assert!(
         t.contains("pool control-plane: at its limit of 1 unavailable node(s)"),

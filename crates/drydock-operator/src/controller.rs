@@ -87,6 +87,8 @@ struct WaitingWrite {
     channel_set: Option<String>,
     /// Order among the pass's waiting writes: 0 goes first.
     rank: u8,
+    /// The planner's code for why the node waits (the write's cause names it).
+    code: planner::ReasonCode,
 }
 
 /// Pods per node as last listed, for nodes that wait their turn.
@@ -702,6 +704,7 @@ impl Leader {
                     next,
                     channel_set,
                     rank,
+                    code: w.reason.code,
                 });
             }
         }
@@ -750,7 +753,7 @@ impl Leader {
     /// Records why `w.node` waits (and the channel it is given, with its Event).
     async fn tell_waiting(&self, w: &WaitingWrite) -> Result<(), ActError> {
         let name = w.node.name.as_str();
-        let cause = format!("waiting {}", w.next.phase());
+        let cause = format!("waiting {} {}", w.next.phase(), w.code);
         self.write(name, &w.next, &cause).await?;
         if let Some(ch) = &w.channel_set {
             info!(node = %name, channel = %ch, "set the node's channel");

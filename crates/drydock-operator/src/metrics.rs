@@ -165,7 +165,7 @@ impl Metrics {
     }
 
     /// The operator wrote a node's state, because of `cause`: an action's name, or
-    /// `waiting <phase>` for what a waiting node shows.
+    /// `waiting <phase> <reason code>` for what a waiting node shows.
     pub fn node_written(&self, cause: &str) {
         self.with(|i| *i.node_writes.entry(cause.to_string()).or_default() += 1);
     }
@@ -304,8 +304,8 @@ mod tests {
         m.leader(true);
         m.zincati("pre-reboot", "granted");
         m.node_written("Drain");
-        m.node_written("waiting Queued");
-        m.node_written("waiting Queued");
+        m.node_written("waiting Queued PdbBlocked");
+        m.node_written("waiting Queued PdbBlocked");
         let mut nodes = BTreeMap::new();
         nodes.insert(("workers".to_string(), "Done".to_string()), 3);
         m.set_nodes(nodes);
@@ -324,7 +324,7 @@ mod tests {
         assert!(text.contains(
             "drydock_zincati_requests_total{endpoint=\"pre-reboot\",outcome=\"granted\"} 1"
         ));
-        assert!(text.contains("drydock_node_writes_total{cause=\"waiting Queued\"} 2"));
+        assert!(text.contains("drydock_node_writes_total{cause=\"waiting Queued PdbBlocked\"} 2"));
         assert!(text.contains("drydock_node_writes_total{cause=\"Drain\"} 1"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').expect("name value");

@@ -28,7 +28,7 @@
 //!    downgrades, windows, canaries and hooks each hold nodes back with their own reason.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::policy::{OnTimeout, Policy, PoolPolicy};
 use crate::protocol::{NodeState, Phase, ProtocolError};
-use crate::snapshot::{NodeSnapshot, PodOwner, Snapshot};
+use crate::snapshot::{NodeSnapshot, PdbSnapshot, PodOwner, Snapshot};
 use crate::version::OsVersion;
 use crate::window::WindowState;
 
@@ -832,6 +832,50 @@ impl<'a> Pass<'a> {
         );
     }
 
+    /// The evictions a node's drain needs of each budget, or what in its pods keeps it
+    /// from being drained under this pool's policy.
+    fn needs(&self, v: &NodeView<'_>, pool: &PoolPolicy) -> Result<BTreeMap<u32, u32>, Reason> {
+        let mut need: BTreeMap<u32, u32> = BTreeMap::new();
+        for (i, p) in self.snapshot.pods_on(v.idx) {
+            if !p.needs_eviction() {
+                continue;
+            }
+            let covers = self.snapshot.pdbs_of(i);
+            if covers.len() > 1 {
+                return Err(Reason::new(
+                    ReasonCode::MultiplePdbs,
+                    format!(
+                        "pod {} is covered by {}; the Eviction API refuses such pods",
+                        p.key(),
+                        self.pdb_names(i)
+                    ),
+                ));
+            }
+            if p.owner == PodOwner::Unmanaged && !pool.drain.delete_unmanaged_pods {
+                return Err(Reason::new(
+                    ReasonCode::UnmanagedPod,
+                    format!(
+                        "pod {} has no controller and would be lost; set drain.deleteUnmanagedPods: true to allow",
+                        p.key()
+                    ),
+                ));
+            }
+            if p.has_empty_dir && !pool.drain.delete_empty_dir_data {
+                return Err(Reason::new(
+                    ReasonCode::EmptyDirData,
+                    format!(
+                        "pod {} has emptyDir data that eviction would delete; set drain.deleteEmptyDirData: true to allow",
+                        p.key()
+                    ),
+                ));
+            }
+            if let Some(&b) = covers.first() {
+                *need.entry(b).or_default() += 1;
+            }
+        }
+        Ok(need)
+    }
+
     fn pdb_names(&self, pod: usize) -> String {
         self.snapshot
             .pdbs_of(pod)
@@ -851,6 +895,138 @@ fn standing(v: &NodeView<'_>, codes: &[ReasonCode]) -> Option<Reason> {
         .copied()
         .find(|c| op.reason_code.as_deref() == Some(c.as_str()))?;
     Some(Reason::new(code, op.reason.clone()?))
+}
+
+/// The message of the node's recorded `PdbBlocked` reason, if that is what it shows.
+fn standing_pdb<'v>(v: &'v NodeView<'_>) -> Option<&'v str> {
+    let op = &v.state.operator;
+    (op.reason_code.as_deref() == Some(ReasonCode::PdbBlocked.as_str()))
+        .then_some(op.reason.as_deref())
+        .flatten()
+}
+
+/// Why a node waits for `pdb`, of which it needs `n` evictions. One wording whatever the
+/// budget's counts of the moment (it allows none, or others' drains hold what it allows),
+/// so a node that waits on one budget is written once, not each time those counts move;
+/// `kubectl get pdb` shows them.
+fn pdb_blocked_message(pdb: &PdbSnapshot, n: u32) -> String {
+    let stale = if pdb.status_current {
+        ""
+    } else {
+        "; its status is not current yet"
+    };
+    format!(
+        "PDB {} has no disruption to spare (this node needs {n}{stale})",
+        pdb.key()
+    )
+}
+
+/// The budget a `PdbBlocked` message names, `namespace/name`.
+fn pdb_named(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("PDB ")?;
+    let key = rest.split([' ', ':']).next()?;
+    (!key.is_empty()).then_some(key)
+}
+
+/// The PodDisruptionBudgets' disruptions as one pass hands them out.
+struct Budgets {
+    /// Left per budget: allowed, minus evictions pending on draining nodes, minus what
+    /// this pass spent or reserved.
+    left: Vec<u32>,
+    /// Left per budget before this pass handed any out.
+    untouched: Vec<u32>,
+    /// Budget index by `namespace/name`.
+    by_key: HashMap<String, u32>,
+}
+
+impl Budgets {
+    fn new(snapshot: &Snapshot, views: &[NodeView<'_>]) -> Budgets {
+        let mut left: Vec<u32> = snapshot.pdbs().iter().map(PdbSnapshot::allowed).collect();
+        for v in views.iter().filter(|v| v.phase() == Phase::Draining) {
+            for (i, p) in snapshot.pods_on(v.idx) {
+                if p.needs_eviction() {
+                    for &b in snapshot.pdbs_of(i) {
+                        left[b as usize] = left[b as usize].saturating_sub(1);
+                    }
+                }
+            }
+        }
+        let by_key = snapshot
+            .pdbs()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| Some((b.key(), u32::try_from(i).ok()?)))
+            .collect();
+        Budgets {
+            untouched: left.clone(),
+            left,
+            by_key,
+        }
+    }
+
+    /// Whether a node that needs `n` evictions of budget `b` must wait for it. A node
+    /// that needs more than the budget ever allows at once may start when nothing else
+    /// uses it (its evictions then pace with the replacements).
+    fn blocks(&self, snapshot: &Snapshot, b: u32, n: u32) -> bool {
+        let allowed = snapshot.pdbs()[b as usize].allowed();
+        let left = self.left[b as usize];
+        let alone = left == self.untouched[b as usize] && left == allowed;
+        allowed == 0 || (n > left && !alone)
+    }
+
+    /// Why the budgets hold a node with these needs back, if they do: the budget its
+    /// recorded reason (`standing`) names when that one still holds it back, else the
+    /// first that does.
+    fn blocking(
+        &self,
+        snapshot: &Snapshot,
+        need: &BTreeMap<u32, u32>,
+        standing: Option<&str>,
+    ) -> Option<Reason> {
+        let mut first = None;
+        for (&b, &n) in need {
+            if !self.blocks(snapshot, b, n) {
+                continue;
+            }
+            let message = pdb_blocked_message(&snapshot.pdbs()[b as usize], n);
+            if standing == Some(message.as_str()) {
+                return Some(Reason::new(ReasonCode::PdbBlocked, message));
+            }
+            first.get_or_insert(message);
+        }
+        first.map(|m| Reason::new(ReasonCode::PdbBlocked, m))
+    }
+
+    /// The `PdbBlocked` reason a node that the pool's limit holds back already shows, if
+    /// a budget still holds it back too: read from its pods when they are listed, else
+    /// from the budget its reason names having nothing left at all.
+    fn still_blocks(&self, pass: &Pass<'_>, v: &NodeView<'_>, pool: &PoolPolicy) -> Option<Reason> {
+        let standing = standing_pdb(v)?;
+        if pass.snapshot.pods_listed(v.idx) {
+            let need = pass.needs(v, pool).ok()?;
+            return self.blocking(pass.snapshot, &need, Some(standing));
+        }
+        let b = *self.by_key.get(pdb_named(standing)?)?;
+        self.blocks(pass.snapshot, b, 1)
+            .then(|| Reason::new(ReasonCode::PdbBlocked, standing))
+    }
+
+    /// Holds back what a waiting node needs of budgets that cannot give it now, so the
+    /// nodes after it in the order cannot starve it.
+    fn reserve(&mut self, need: &BTreeMap<u32, u32>) {
+        for (&b, &n) in need {
+            if self.left[b as usize] < n {
+                self.left[b as usize] = 0;
+            }
+        }
+    }
+
+    /// Takes what a node that starts its drain needs.
+    fn spend(&mut self, need: &BTreeMap<u32, u32>) {
+        for (&b, &n) in need {
+            self.left[b as usize] -= n.min(self.left[b as usize]);
+        }
+    }
 }
 
 fn names(pods: &[PodRef]) -> String {
@@ -944,17 +1120,7 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
     }
 
     // PDB budgets: allowed minus evictions still pending on nodes already draining.
-    let mut budget: Vec<u32> = snapshot.pdbs().iter().map(|b| b.allowed()).collect();
-    for v in views.iter().filter(|v| v.phase() == Phase::Draining) {
-        for (i, p) in snapshot.pods_on(v.idx) {
-            if p.needs_eviction() {
-                for &b in snapshot.pdbs_of(i) {
-                    budget[b as usize] = budget[b as usize].saturating_sub(1);
-                }
-            }
-        }
-    }
-    let untouched_budget = budget.clone();
+    let mut budgets = Budgets::new(snapshot, &views);
 
     let mut pass = Pass {
         snapshot,
@@ -1218,6 +1384,16 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
             None
         })();
         if let Some(reason) = gate {
+            // A node the budgets held back keeps saying so while they still do, when the
+            // pool fills up meanwhile: both are true, the budget is the more telling, and
+            // a queue that swapped reasons each time a slot freed and filled would cost a
+            // write per node each time.
+            let reason = match reason.code {
+                ReasonCode::PoolAtCapacity => {
+                    budgets.still_blocks(&pass, v, pool).unwrap_or(reason)
+                }
+                _ => reason,
+            };
             pass.wait(v, Phase::Queued, reason);
             continue;
         }
@@ -1230,97 +1406,21 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
             pass.list_pods.push(v.node.name.clone());
             continue;
         }
-        let mut need: BTreeMap<u32, u32> = BTreeMap::new();
-        let mut problem: Option<Reason> = None;
-        for (i, p) in snapshot.pods_on(v.idx) {
-            if !p.needs_eviction() {
+        let need = match pass.needs(v, pool) {
+            Ok(need) => need,
+            Err(reason) => {
+                pass.wait(v, Phase::Queued, reason);
                 continue;
             }
-            let covers = snapshot.pdbs_of(i);
-            if covers.len() > 1 {
-                problem = Some(Reason::new(
-                    ReasonCode::MultiplePdbs,
-                    format!(
-                        "pod {} is covered by {}; the Eviction API refuses such pods",
-                        p.key(),
-                        pass.pdb_names(i)
-                    ),
-                ));
-                break;
-            }
-            if p.owner == PodOwner::Unmanaged && !pool.drain.delete_unmanaged_pods {
-                problem = Some(Reason::new(
-                    ReasonCode::UnmanagedPod,
-                    format!(
-                        "pod {} has no controller and would be lost; set drain.deleteUnmanagedPods: true to allow",
-                        p.key()
-                    ),
-                ));
-                break;
-            }
-            if p.has_empty_dir && !pool.drain.delete_empty_dir_data {
-                problem = Some(Reason::new(
-                    ReasonCode::EmptyDirData,
-                    format!(
-                        "pod {} has emptyDir data that eviction would delete; set drain.deleteEmptyDirData: true to allow",
-                        p.key()
-                    ),
-                ));
-                break;
-            }
-            if let Some(&b) = covers.first() {
-                *need.entry(b).or_default() += 1;
-            }
-        }
-        if let Some(reason) = problem {
-            pass.wait(v, Phase::Queued, reason);
-            continue;
-        }
-        let mut blocked: Option<Reason> = None;
-        for (&b, &n) in &need {
-            let pdb = &snapshot.pdbs()[b as usize];
-            let allowed = pdb.allowed();
-            let left = budget[b as usize];
-            if allowed == 0 {
-                let why = if pdb.status_current {
-                    ""
-                } else {
-                    " (its status is not current yet)"
-                };
-                blocked = Some(Reason::new(
-                    ReasonCode::PdbBlocked,
-                    format!("PDB {} allows 0 disruptions{why}", pdb.key()),
-                ));
-                break;
-            }
-            let alone = left == untouched_budget[b as usize] && left == allowed;
-            if n > left && !alone {
-                // No counts of the moment here either (they change with every
-                // eviction elsewhere).
-                blocked = Some(Reason::new(
-                    ReasonCode::PdbBlocked,
-                    format!(
-                        "PDB {}: the disruptions it allows are taken by other drains; this node needs {}",
-                        pdb.key(),
-                        n
-                    ),
-                ));
-                break;
-            }
-        }
+        };
+        let blocked = budgets.blocking(snapshot, &need, standing_pdb(v));
         if let Some(reason) = blocked {
             // Reserve what this node waits for, so later nodes do not starve it.
-            for &b in need.keys() {
-                if budget[b as usize] < need[&b] {
-                    budget[b as usize] = 0;
-                }
-            }
+            budgets.reserve(&need);
             pass.wait(v, Phase::Queued, reason);
             continue;
         }
-        for (&b, &n) in &need {
-            budget[b as usize] -= n.min(budget[b as usize]);
-        }
+        budgets.spend(&need);
         tally[pi].starting += 1;
         let msg = format!(
             "pool {}: {} of {} unavailable; updating to {staged}",

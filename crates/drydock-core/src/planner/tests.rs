@@ -206,7 +206,23 @@ fn a_pdb_that_allows_nothing_is_named() {
     assert!(started(&plan).is_empty());
     let w = plan.waiting_for("a").unwrap();
     assert_eq!(w.reason.code, ReasonCode::PdbBlocked);
-    assert_eq!(w.reason.message, "PDB shop/web allows 0 disruptions");
+    assert_eq!(
+        w.reason.message,
+        "PDB shop/web has no disruption to spare (this node needs 1)"
+    );
+    let mut stale = pdb("shop", "web", 3);
+    stale.status_current = false;
+    let plan = run(
+        vec![node("a")],
+        vec![pod("shop", "web-1", "a", "web")],
+        vec![stale],
+        &policy(""),
+        now(),
+    );
+    assert_eq!(
+        plan.waiting_for("a").unwrap().reason.message,
+        "PDB shop/web has no disruption to spare (this node needs 1; its status is not current yet)"
+    );
 }
 
 #[test]
@@ -225,7 +241,146 @@ fn two_nodes_sharing_a_budget_of_one_drain_one_at_a_time() {
     let other = if started(&plan)[0] == "a" { "b" } else { "a" };
     assert_eq!(
         plan.waiting_for(other).unwrap().reason.message,
-        "PDB shop/web: the disruptions it allows are taken by other drains; this node needs 1"
+        "PDB shop/web has no disruption to spare (this node needs 1)",
+        "one wording, whether the budget allows none or others' drains hold it"
+    );
+}
+
+/// `node` as the operator left it after saying it waits with `code` and `message`.
+fn queued_with(name: &str, code: ReasonCode, message: &str) -> NodeSnapshot {
+    let mut n = node(name);
+    phase(&mut n, Phase::Queued, minutes(-5));
+    set(&mut n, keys::REASON_CODE, code.as_str());
+    set(&mut n, keys::REASON, message);
+    n
+}
+
+#[test]
+fn a_node_waiting_on_a_budget_keeps_naming_it_while_it_holds_when_the_pool_fills() {
+    // "b" drains and holds the pool's only slot; "a" was refused by budget web before.
+    let was = "PDB shop/web has no disruption to spare (this node needs 1)";
+    let a = queued_with("a", ReasonCode::PdbBlocked, was);
+    let nodes = vec![a.clone(), draining("b", minutes(-1))];
+    let pods = vec![
+        pod("shop", "web-1", "a", "web"),
+        pod("shop", "web-2", "b", "web"),
+    ];
+    let p = policy("maxUnavailable: 1");
+    // Budget web has nothing left (b's pending eviction takes its one): both hold a.
+    let plan = run(
+        nodes.clone(),
+        pods.clone(),
+        vec![pdb("shop", "web", 1)],
+        &p,
+        now(),
+    );
+    let w = plan.waiting_for("a").unwrap();
+    assert_eq!(
+        (w.reason.code, w.reason.message.as_str()),
+        (ReasonCode::PdbBlocked, was)
+    );
+    // The same with a's pods not listed: the budget it names has nothing left.
+    let unlisted = Snapshot::new(nodes.clone(), pods.clone(), vec![pdb("shop", "web", 1)])
+        .with_pods_unlisted(["a"]);
+    let w = plan_of(&unlisted, &p).waiting_for("a").unwrap().clone();
+    assert_eq!(
+        (w.reason.code, w.reason.message.as_str()),
+        (ReasonCode::PdbBlocked, was)
+    );
+    assert!(
+        plan_of(&unlisted, &p).list_pods.is_empty(),
+        "no slot, no list"
+    );
+
+    // Once the budget has room, only the pool holds a back, and a says so.
+    let plan = run(
+        nodes.clone(),
+        pods.clone(),
+        vec![pdb("shop", "web", 2)],
+        &p,
+        now(),
+    );
+    assert_eq!(wait_code(&plan, "a"), ReasonCode::PoolAtCapacity);
+    let unlisted =
+        Snapshot::new(nodes, pods, vec![pdb("shop", "web", 2)]).with_pods_unlisted(["a"]);
+    assert_eq!(
+        plan_of(&unlisted, &p).waiting_for("a").unwrap().reason.code,
+        ReasonCode::PoolAtCapacity
+    );
+
+    // A forged or foreign reason naming no budget, or one that does not exist, gives way.
+    for forged in [
+        "PDB",
+        "PDB  x",
+        "PDB shop/gone has no disruption to spare",
+        "budget",
+    ] {
+        let nodes = vec![
+            queued_with("a", ReasonCode::PdbBlocked, forged),
+            draining("b", minutes(-1)),
+        ];
+        let s = Snapshot::new(
+            nodes,
+            vec![pod("shop", "web-2", "b", "web")],
+            vec![pdb("shop", "web", 1)],
+        )
+        .with_pods_unlisted(["a"]);
+        assert_eq!(
+            plan_of(&s, &p).waiting_for("a").unwrap().reason.code,
+            ReasonCode::PoolAtCapacity,
+            "{forged}"
+        );
+    }
+}
+
+fn plan_of(s: &Snapshot, p: &Policy) -> Plan {
+    plan(s, p, now())
+}
+
+#[test]
+fn a_node_blocked_by_several_budgets_keeps_naming_the_one_it_named() {
+    // "a" needs one of web and one of db; both are held by "b"'s drain. It named db
+    // before: db it keeps naming, though web comes first.
+    let was = "PDB shop/db has no disruption to spare (this node needs 1)";
+    let nodes = vec![
+        queued_with("a", ReasonCode::PdbBlocked, was),
+        draining("b", minutes(-1)),
+    ];
+    let pods = vec![
+        pod("shop", "web-1", "a", "web"),
+        pod("shop", "db-1", "a", "db"),
+        pod("shop", "web-2", "b", "web"),
+        pod("shop", "db-2", "b", "db"),
+    ];
+    let pdbs = vec![pdb("shop", "db", 1), pdb("shop", "web", 1)];
+    let p = policy("maxUnavailable: 2");
+    let plan = run(nodes.clone(), pods.clone(), pdbs.clone(), &p, now());
+    assert_eq!(plan.waiting_for("a").unwrap().reason.message, was);
+    // Without a reason to keep, the first budget in order is named.
+    let mut fresh = nodes;
+    fresh[0] = node("a");
+    let plan = run(fresh, pods, pdbs, &p, now());
+    let first = plan.waiting_for("a").unwrap().reason.message.clone();
+    assert!(first.starts_with("PDB shop/"), "{first}");
+    // db freed: a now names web, the one that still holds it.
+    let nodes = vec![
+        queued_with("a", ReasonCode::PdbBlocked, was),
+        draining("b", minutes(-1)),
+    ];
+    let plan = run(
+        nodes,
+        vec![
+            pod("shop", "web-1", "a", "web"),
+            pod("shop", "db-1", "a", "db"),
+            pod("shop", "web-2", "b", "web"),
+        ],
+        vec![pdb("shop", "db", 1), pdb("shop", "web", 1)],
+        &p,
+        now(),
+    );
+    assert_eq!(
+        plan.waiting_for("a").unwrap().reason.message,
+        "PDB shop/web has no disruption to spare (this node needs 1)"
     );
 }
 
