@@ -46,6 +46,7 @@ use tracing::{debug, info, warn};
 use crate::drain::{self, Evicted};
 use crate::events::{Kind, Publisher};
 use crate::metrics::Metrics;
+use crate::settle::Settling;
 use crate::slim::{FleetNode, FleetPod};
 
 /// How long the pods of a node that waits its turn (Idle, Queued, Done: not cordoned by
@@ -465,6 +466,7 @@ impl Leader {
         // Channel refusals already announced (one Event per node and channel asked for).
         let mut refused: HashSet<(String, String)> = HashSet::new();
         let mut pod_cache = PodCache::new();
+        let mut settling = Settling::default();
         let mut leading = self.leading.clone();
         info!("leading: planning and acting");
         loop {
@@ -472,15 +474,17 @@ impl Leader {
                 return;
             }
             self.report_config(&mut reported_config).await;
-            let (wake, draining) =
-                match self.pass(&mut retry_at, &mut refused, &mut pod_cache).await {
-                    Ok(x) => x,
-                    Err(ActError::NotLeading) => return,
-                    Err(e) => {
-                        warn!(error = %e, "pass failed; retrying");
-                        (Some(Instant::now() + Duration::from_secs(2)), false)
-                    }
-                };
+            let (wake, draining) = match self
+                .pass(&mut retry_at, &mut refused, &mut pod_cache, &mut settling)
+                .await
+            {
+                Ok(x) => x,
+                Err(ActError::NotLeading) => return,
+                Err(e) => {
+                    warn!(error = %e, "pass failed; retrying");
+                    (Some(Instant::now() + Duration::from_secs(2)), false)
+                }
+            };
             let mut deadline = wake;
             let now = Instant::now();
             retry_at.retain(|_, t| *t > now);
@@ -508,6 +512,7 @@ impl Leader {
         retry_at: &mut HashMap<String, Instant>,
         refused: &mut HashSet<(String, String)>,
         pod_cache: &mut PodCache,
+        settling: &mut Settling,
     ) -> Result<(Option<Instant>, bool), ActError> {
         let policy = self.fleet.policy.borrow().policy.clone();
         // The cache's nodes are taken here and let go before the first await: from here
@@ -651,6 +656,7 @@ impl Leader {
         self.metrics.set_nodes(counts);
 
         let mut writes: Vec<WaitingWrite> = Vec::new();
+        let mut settle_wake: Option<Instant> = None;
         let mut refusals: Vec<(Arc<ReadNode>, String)> = Vec::new();
         for w in &plan.waiting {
             let Some(snap) = snapshot.node_index(&w.node).map(|i| &snapshot.nodes()[i]) else {
@@ -685,6 +691,21 @@ impl Leader {
                 }
             }
             if let Some(next) = next {
+                // A node that stays in its phase shows a new reason once it has held
+                // (settle.rs); commands to the agent go at once.
+                if !command
+                    && state.operator.phase() == w.phase
+                    && state.operator.reason_code.is_some()
+                    && let Err(at) = settling.ready(
+                        &w.node,
+                        w.reason.code.as_str(),
+                        &w.reason.message,
+                        Instant::now(),
+                    )
+                {
+                    settle_wake = Some(settle_wake.map_or(at, |t: Instant| t.min(at)));
+                    continue;
+                }
                 if next.reason_code != state.operator.reason_code {
                     debug!(node = %w.node, code = %w.reason.code, reason = %w.reason.message, "waiting");
                 }
@@ -708,6 +729,7 @@ impl Leader {
                 });
             }
         }
+        settling.end_pass();
         // What a waiting node shows is told a bounded number of nodes per pass, so that a
         // fleet that staged at once does not hold up the next action behind thousands of
         // writes; the rest follow in the passes right after.
@@ -743,6 +765,9 @@ impl Leader {
             let secs = t.duration_since(Timestamp::now()).as_secs_f64().max(0.0);
             Instant::now() + Duration::from_secs_f64(secs.min(86_400.0)) + Duration::from_millis(50)
         });
+        if let Some(t) = settle_wake {
+            wake = Some(wake.map_or(t, |w| w.min(t)));
+        }
         if deferred > 0 || !plan.list_pods.is_empty() {
             let soon = Instant::now() + Duration::from_millis(200);
             wake = Some(wake.map_or(soon, |t| t.min(soon)));
