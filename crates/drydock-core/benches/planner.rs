@@ -117,6 +117,7 @@ fn measure(label: &str, pods_total: usize, policy: &Policy, runs: usize) -> Dura
         .map(|n| Arc::new(ReadNode::new(n)))
         .collect();
     let reading = t.elapsed();
+    let pods: Vec<Arc<PodSnapshot>> = pods.into_iter().map(Arc::new).collect();
     let t = Instant::now();
     let snapshot = Snapshot::from_read(read, pods, pdbs);
     let index = t.elapsed();

@@ -193,7 +193,7 @@ impl PdbSnapshot {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     nodes: Vec<Arc<ReadNode>>,
-    pods: Vec<PodSnapshot>,
+    pods: Vec<Arc<PodSnapshot>>,
     pdbs: Vec<PdbSnapshot>,
     pods_by_node: Vec<Vec<u32>>,
     pod_pdbs: Vec<Vec<u32>>,
@@ -216,16 +216,17 @@ impl Snapshot {
                 .into_iter()
                 .map(|n| Arc::new(ReadNode::new(n)))
                 .collect(),
-            pods,
+            pods.into_iter().map(Arc::new).collect(),
             pdbs,
         )
     }
 
-    /// Indexes nodes already read (shared with the caller, who may keep them for the
-    /// next snapshot), pods and budgets, as [`Snapshot::new`] does.
+    /// Indexes nodes already read and pods (both shared with the caller, who may keep
+    /// them for the next snapshot: a pass plans more than once, and the operator keeps a
+    /// waiting node's pods for a while) and budgets, as [`Snapshot::new`] does.
     pub fn from_read(
         nodes: Vec<Arc<ReadNode>>,
-        pods: Vec<PodSnapshot>,
+        pods: Vec<Arc<PodSnapshot>>,
         pdbs: Vec<PdbSnapshot>,
     ) -> Snapshot {
         let mut node_index = HashMap::with_capacity(nodes.len());
@@ -334,7 +335,7 @@ impl Snapshot {
     }
 
     /// All pods.
-    pub fn pods(&self) -> &[PodSnapshot] {
+    pub fn pods(&self) -> &[Arc<PodSnapshot>] {
         &self.pods
     }
 
@@ -357,7 +358,7 @@ impl Snapshot {
     pub fn pods_on(&self, node: usize) -> impl Iterator<Item = (usize, &PodSnapshot)> {
         self.pods_by_node[node]
             .iter()
-            .map(move |&i| (i as usize, &self.pods[i as usize]))
+            .map(move |&i| (i as usize, &*self.pods[i as usize]))
     }
 
     /// Indices of the PDBs covering pod `pod`.

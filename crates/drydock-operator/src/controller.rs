@@ -93,7 +93,7 @@ struct WaitingWrite {
 }
 
 /// Pods per node as last listed, for nodes that wait their turn.
-type PodCache = HashMap<String, (Instant, Vec<PodSnapshot>)>;
+type PodCache = HashMap<String, (Instant, Vec<Arc<PodSnapshot>>)>;
 
 /// Whether a node's pods may come from [`PodCache`]: it waits its turn.
 fn waits_its_turn(n: &NodeSnapshot) -> bool {
@@ -371,7 +371,7 @@ impl Leader {
         nodes: Vec<String>,
         waiting: bool,
         pod_cache: &mut PodCache,
-    ) -> Result<Vec<PodSnapshot>, kube::Error> {
+    ) -> Result<Vec<Arc<PodSnapshot>>, kube::Error> {
         let mut lists = futures_util::stream::iter(
             nodes
                 .into_iter()
@@ -383,7 +383,7 @@ impl Leader {
             let mut listed = Vec::new();
             for p in pods? {
                 match p.into_read() {
-                    Ok(s) => listed.push(s),
+                    Ok(s) => listed.push(Arc::new(s)),
                     Err(e) => warn!(error = %e, "skipping a pod"),
                 }
             }
@@ -803,7 +803,7 @@ impl Leader {
         policy: &Policy,
         now: Timestamp,
         nodes: &[Arc<ReadNode>],
-        pods: &mut Vec<PodSnapshot>,
+        pods: &mut Vec<Arc<PodSnapshot>>,
         pdbs: &[drydock_core::snapshot::PdbSnapshot],
         unlisted: &mut HashSet<&str>,
         pod_cache: &mut PodCache,
