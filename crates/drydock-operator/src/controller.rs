@@ -3,8 +3,9 @@
 //! Nodes, PodDisruptionBudgets and the `drydock-config` ConfigMap are watched (reflector
 //! caches that every replica keeps warm). Pods are listed only for the nodes whose pods
 //! the plan reads, with a field selector on `spec.nodeName`, each decoded only as far as
-//! the planner reads it ([`FleetPod`]), so memory follows the node count and the pods of
-//! the nodes being drained, not the cluster's pod count or the size of its pods: a
+//! the planner reads it ([`FleetPod`]) and shared, not copied, between the pod cache, a
+//! pass and its plans, so memory follows the node count and the pods of the nodes being
+//! drained or listed as candidates, not the cluster's pod count or the size of its pods: a
 //! draining node is listed afresh on every pass (its drain is decided on what is there
 //! now); a node with an update staged that waits its turn is
 //! listed only when the planner asks for it — when it is a candidate for a free slot
