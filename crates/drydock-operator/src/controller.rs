@@ -692,11 +692,16 @@ impl Leader {
                 }
             }
             if let Some(next) = next {
-                // A node that stays in its phase shows a new reason once it has held
-                // (settle.rs); commands to the agent go at once.
+                // A node that stays in its phase shows a new reason that only follows
+                // the fleet once it has held (settle.rs); commands to the agent and any
+                // other news go at once.
                 if !command
                     && state.operator.phase() == w.phase
-                    && state.operator.reason_code.is_some()
+                    && state
+                        .operator
+                        .reason_code
+                        .as_deref()
+                        .is_some_and(|old| w.reason.code.is_fleet_flicker(old))
                     && let Err(at) = settling.ready(
                         &w.node,
                         w.reason.code.as_str(),

@@ -4,17 +4,22 @@
 //! the fleet: a queued node is held back by the pool's limit one moment and by a budget
 //! the next, a draining node waits for five pods to terminate, then four. Each change
 //! written is a node patch, and most last seconds. So a node whose phase does not change
-//! gets a new reason written only once that reason has held for [`SETTLE`]; a change of
-//! phase, a node's first reason, and anything that carries a command to the agent are
-//! written at once. What `kubectl get node` shows is at most that much behind, and a
-//! flicker shorter than that is never written. Only the leader's memory holds this: a new
-//! leader starts the count again.
+//! and whose old and new reasons both only follow the fleet
+//! ([`ReasonCode::is_fleet_flicker`]) gets the new one written only once it has held for
+//! [`SETTLE`]; a change of phase, a node's first reason, anything that carries a command
+//! to the agent and any other reason (a halt, a pause, a window) are written at once.
+//! What `kubectl get node` shows is at most that much behind, and a flicker shorter than
+//! that is never written. Only the leader's memory holds this: a new leader starts the
+//! count again.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+#[cfg(doc)]
+use drydock_core::planner::ReasonCode;
 
 /// How long a waiting node's new reason must hold before it is written.
 pub const SETTLE: Duration = Duration::from_secs(10);

@@ -161,6 +161,26 @@ impl ReasonCode {
     }
 }
 
+impl ReasonCode {
+    /// The codes whose cause moves with the fleet from moment to moment rather than with
+    /// a person or the policy: the pool's limit, a budget's spare disruptions, the pods
+    /// still terminating on a draining node.
+    pub const FOLLOWS_THE_FLEET: [ReasonCode; 3] = [
+        ReasonCode::PoolAtCapacity,
+        ReasonCode::PdbBlocked,
+        ReasonCode::DrainInProgress,
+    ];
+
+    /// Whether a change from the reason written as `old` to this one is only the fleet
+    /// moving on (both codes in [`Self::FOLLOWS_THE_FLEET`]), so that showing it may wait
+    /// until it holds; a change to or from anything else — a halt, a pause, a failure, a
+    /// window — is news a person should see at once.
+    pub fn is_fleet_flicker(self, old: &str) -> bool {
+        let fleet = |c: &str| Self::FOLLOWS_THE_FLEET.iter().any(|f| f.as_str() == c);
+        fleet(self.as_str()) && fleet(old)
+    }
+}
+
 impl fmt::Display for ReasonCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -1373,3 +1373,16 @@ proptest! {
         prop_assert!(m.peak_unavailable.get("even").copied().unwrap_or(0) <= k as usize);
     }
 }
+
+#[test]
+fn only_a_change_between_fleet_following_reasons_is_a_flicker() {
+    use ReasonCode::*;
+    assert!(PdbBlocked.is_fleet_flicker("PoolAtCapacity"));
+    assert!(PoolAtCapacity.is_fleet_flicker("PdbBlocked"));
+    assert!(DrainInProgress.is_fleet_flicker("DrainInProgress"));
+    // A halt, a pause or a window is news, whichever way it goes.
+    assert!(!PoolHalted.is_fleet_flicker("PoolAtCapacity"));
+    assert!(!PoolAtCapacity.is_fleet_flicker("PoolPaused"));
+    assert!(!OutsideWindow.is_fleet_flicker("PdbBlocked"));
+    assert!(!PdbBlocked.is_fleet_flicker("not a code"));
+}
