@@ -15,6 +15,7 @@ pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod omaha_proxy;
+pub mod own_writes;
 pub mod settle;
 pub mod slim;
 pub mod upstream;
