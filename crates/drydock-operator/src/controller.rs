@@ -47,6 +47,7 @@ use tracing::{debug, info, warn};
 use crate::drain::{self, Evicted};
 use crate::events::{Kind, Publisher};
 use crate::metrics::Metrics;
+use crate::own_writes::OwnWrites;
 use crate::settle::Settling;
 use crate::slim::{FleetNode, FleetPod};
 
@@ -307,6 +308,48 @@ fn needs_pods(n: &NodeSnapshot) -> bool {
     phase == "Draining" || (staged && waits_its_turn(n))
 }
 
+/// Whether `a` ends its node's disruption (Done, Held, Failed from a disrupting phase):
+/// it frees a slot of the node's pool.
+fn frees(a: &PlannedAction, snapshot: &Snapshot) -> bool {
+    !a.action.next_phase().is_disrupting() && is_disrupted(&a.node, snapshot)
+}
+
+/// Whether `a` starts its node's disruption: it takes a slot of the node's pool.
+fn starts(a: &PlannedAction, snapshot: &Snapshot) -> bool {
+    a.action.next_phase().is_disrupting() && !is_disrupted(&a.node, snapshot)
+}
+
+fn is_disrupted(node: &str, snapshot: &Snapshot) -> bool {
+    snapshot
+        .node_index(node)
+        .is_some_and(|i| snapshot.nodes()[i].state().operator.phase().is_disrupting())
+}
+
+/// Puts what the writes in `acted` returned in place of the nodes' readings in
+/// `node_snaps`, and keeps them until the cache has seen them; returns how many nodes
+/// were written.
+fn take_written(
+    acted: &HashMap<String, Option<FleetNode>>,
+    node_snaps: &mut [Arc<ReadNode>],
+    own_writes: &mut OwnWrites,
+) -> usize {
+    let mut n = 0;
+    for written in acted.values().flatten() {
+        own_writes.record(written);
+        n += 1;
+    }
+    if n > 0 {
+        for snap in node_snaps.iter_mut() {
+            if let Some(Some(written)) = acted.get(&snap.name)
+                && let Some(read) = written.read()
+            {
+                *snap = Arc::clone(read);
+            }
+        }
+    }
+    n
+}
+
 impl Leader {
     fn check_leading(&self) -> Result<(), ActError> {
         if *self.leading.borrow() {
@@ -468,6 +511,7 @@ impl Leader {
         let mut refused: HashSet<(String, String)> = HashSet::new();
         let mut pod_cache = PodCache::new();
         let mut settling = Settling::default();
+        let mut own_writes = OwnWrites::default();
         let mut leading = self.leading.clone();
         info!("leading: planning and acting");
         loop {
@@ -476,7 +520,13 @@ impl Leader {
             }
             self.report_config(&mut reported_config).await;
             let (wake, draining) = match self
-                .pass(&mut retry_at, &mut refused, &mut pod_cache, &mut settling)
+                .pass(
+                    &mut retry_at,
+                    &mut refused,
+                    &mut pod_cache,
+                    &mut settling,
+                    &mut own_writes,
+                )
                 .await
             {
                 Ok(x) => x,
@@ -514,6 +564,7 @@ impl Leader {
         refused: &mut HashSet<(String, String)>,
         pod_cache: &mut PodCache,
         settling: &mut Settling,
+        own_writes: &mut OwnWrites,
     ) -> Result<(Option<Instant>, bool), ActError> {
         let policy = self.fleet.policy.borrow().policy.clone();
         // The cache's nodes are taken here and let go before the first await: from here
@@ -528,38 +579,45 @@ impl Leader {
         {
             let nodes = self.fleet.nodes.state();
             node_snaps.reserve(nodes.len());
-            let mut turn_waiters: HashSet<&str> = HashSet::new();
             for fleet_node in &nodes {
-                let Some(n) = fleet_node.read() else {
+                // The leader's own latest write where the cache has not seen it yet.
+                let Some(n) = own_writes.freshest(fleet_node) else {
                     warn!("skipping a node without a name");
                     continue;
                 };
-                node_snaps.push(Arc::clone(n));
-                let name = n.name.as_str();
-                let waits = waits_its_turn(n);
-                if waits {
-                    turn_waiters.insert(name);
-                }
-                if !needs_pods(n) {
-                    continue;
-                }
-                if !waits {
-                    draining_nodes.push(name.to_string());
-                    continue;
-                }
-                match pod_cache
-                    .get(name)
-                    .filter(|(at, _)| at.elapsed() < WAITING_PODS_TTL)
-                {
-                    Some((_, pods)) => pod_snaps.extend(pods.iter().cloned()),
-                    None => unlisted_names.push(name.to_string()),
-                }
+                node_snaps.push(n);
             }
-            // Pods kept only for nodes that still wait their turn, and not for long.
-            pod_cache.retain(|name, (at, _)| {
-                at.elapsed() < WAITING_PODS_TTL && turn_waiters.contains(name.as_str())
-            });
         }
+        let mut turn_waiters: HashSet<&str> = HashSet::new();
+        for n in &node_snaps {
+            let name = n.name.as_str();
+            let waits = waits_its_turn(n);
+            if waits {
+                turn_waiters.insert(name);
+            }
+            if !needs_pods(n) {
+                continue;
+            }
+            if !waits {
+                draining_nodes.push(name.to_string());
+                continue;
+            }
+            match pod_cache
+                .get(name)
+                .filter(|(at, _)| at.elapsed() < WAITING_PODS_TTL)
+            {
+                Some((_, pods)) => pod_snaps.extend(pods.iter().cloned()),
+                None => unlisted_names.push(name.to_string()),
+            }
+        }
+        // Pods kept only for nodes that still wait their turn, and not for long.
+        pod_cache.retain(|name, (at, _)| {
+            at.elapsed() < WAITING_PODS_TTL && turn_waiters.contains(name.as_str())
+        });
+        let known: HashSet<&str> = node_snaps.iter().map(|n| n.name.as_str()).collect();
+        own_writes.retain(|name| known.contains(name));
+        drop(known);
+        drop(turn_waiters);
         let mut unlisted: HashSet<&str> = unlisted_names.iter().map(String::as_str).collect();
         pod_snaps.extend(self.list_pods(draining_nodes, false, pod_cache).await?);
         let pdb_snaps: Vec<_> = self
@@ -589,34 +647,70 @@ impl Leader {
             .await?;
 
         // A node leaving its disruption (Done, Held, Failed) frees a slot of its pool.
-        // Those actions go first; then the plan is made again at once, with those nodes
-        // as their writes left them (the API server's replies: the cache has not seen
-        // the writes yet), so the drains the freed slots allow start in this pass rather
-        // than after the watch event, the debounce and the next pass. The rest of the
-        // actions are the new plan's.
-        let freeing: Vec<&PlannedAction> = plan
-            .actions
-            .iter()
-            .filter(|a| {
-                !a.action.next_phase().is_disrupting()
-                    && snapshot.node_index(&a.node).is_some_and(|i| {
-                        snapshot.nodes()[i].state().operator.phase().is_disrupting()
-                    })
-            })
-            .collect();
-        let mut acted = HashMap::new();
-        if !freeing.is_empty() {
-            acted = self
+        // Those actions go first, a batch of them at a time. After each batch the plan is
+        // made again at once, with those nodes as their writes left them (the API
+        // server's replies: the cache has not seen the writes yet), and the disruptions
+        // the freed slots allow start before the next batch: on a fleet whose nodes
+        // finish together, the first freed slot is taken after one batch's writes rather
+        // than after all of them, the watch event, the debounce and the next pass. A
+        // started disruption is counted in the next plan the same way (its write's
+        // reply), so no plan gives a slot away twice; when a start's write fails the
+        // loop ends (whether it took effect is not known until the cache says). The rest
+        // of the actions are the last plan's.
+        let mut acted: HashMap<String, Option<FleetNode>> = HashMap::new();
+        let mut draining = false;
+        loop {
+            let freeing: Vec<&PlannedAction> = plan
+                .actions
+                .iter()
+                .filter(|a| !acted.contains_key(&a.node) && frees(a, &snapshot))
+                .take(NODES_AT_ONCE)
+                .collect();
+            if freeing.is_empty() {
+                break;
+            }
+            let done = self
                 .act_on(freeing, &snapshot, &policy, now, retry_at)
                 .await?;
-        }
-        if acted.values().any(Option::is_some) {
-            for n in node_snaps.iter_mut() {
-                if let Some(Some(written)) = acted.get(&n.name)
-                    && let Some(read) = written.read()
-                {
-                    *n = Arc::clone(read);
-                }
+            let wrote = take_written(&done, &mut node_snaps, own_writes) > 0;
+            acted.extend(done);
+            if !wrote {
+                continue;
+            }
+            (snapshot, plan) = self
+                .plan_listing(
+                    &policy,
+                    now,
+                    &node_snaps,
+                    &mut pod_snaps,
+                    &pdb_snaps,
+                    &mut unlisted,
+                    pod_cache,
+                )
+                .await?;
+            let starting: Vec<&PlannedAction> = plan
+                .actions
+                .iter()
+                .filter(|a| !acted.contains_key(&a.node) && starts(a, &snapshot))
+                .collect();
+            if starting.is_empty() {
+                continue;
+            }
+            draining |= starting
+                .iter()
+                .any(|a| matches!(a.action, Action::Drain { .. }));
+            let tried = starting.len();
+            let started = self
+                .act_on(starting, &snapshot, &policy, now, retry_at)
+                .await?;
+            let written = take_written(&started, &mut node_snaps, own_writes);
+            acted.extend(started);
+            let more = plan
+                .actions
+                .iter()
+                .any(|a| !acted.contains_key(&a.node) && frees(a, &snapshot));
+            if written < tried || !more {
+                break;
             }
             (snapshot, plan) = self
                 .plan_listing(
@@ -635,10 +729,11 @@ impl Leader {
             .iter()
             .filter(|a| !acted.contains_key(&a.node))
             .collect();
-        let mut draining = rest
+        draining |= rest
             .iter()
             .any(|a| matches!(a.action, Action::Drain { .. } | Action::ForceDrain { .. }));
-        self.act_on(rest, &snapshot, &policy, now, retry_at).await?;
+        let done = self.act_on(rest, &snapshot, &policy, now, retry_at).await?;
+        take_written(&done, &mut node_snaps, own_writes);
 
         let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
         for a in &plan.actions {
@@ -759,7 +854,7 @@ impl Leader {
         let mut telling = futures_util::stream::iter(jobs).buffer_unordered(NODES_AT_ONCE);
         while let Some((w, result)) = telling.next().await {
             match result {
-                Ok(()) => {}
+                Ok(written) => own_writes.record(&written),
                 Err(ActError::NotLeading) => return Err(ActError::NotLeading),
                 Err(e) => {
                     warn!(node = %w.node.name, error = %e, "cannot record why the node waits")
@@ -781,11 +876,12 @@ impl Leader {
         Ok((wake, draining))
     }
 
-    /// Records why `w.node` waits (and the channel it is given, with its Event).
-    async fn tell_waiting(&self, w: &WaitingWrite) -> Result<(), ActError> {
+    /// Records why `w.node` waits (and the channel it is given, with its Event); returns
+    /// the node as written.
+    async fn tell_waiting(&self, w: &WaitingWrite) -> Result<FleetNode, ActError> {
         let name = w.node.name.as_str();
         let cause = format!("waiting {} {}", w.next.phase(), w.code);
-        self.write(name, &w.next, &cause).await?;
+        let written = self.write(name, &w.next, &cause).await?;
         if let Some(ch) = &w.channel_set {
             info!(node = %name, channel = %ch, "set the node's channel");
             self.metrics.channel("set");
@@ -797,7 +893,7 @@ impl Leader {
             )
             .await;
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Plans; lists the pods the plan asks for and plans again, a few rounds at most (a
