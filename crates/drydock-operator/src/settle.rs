@@ -4,8 +4,8 @@
 //! the fleet: a queued node is held back by the pool's limit one moment and by a budget
 //! the next, a draining node waits for five pods to terminate, then four. Each change
 //! written is a node patch, and most last seconds. So a node whose phase does not change
-//! and whose old and new reasons both only follow the fleet
-//! ([`ReasonCode::is_fleet_flicker`]) gets the new one written only once it has held for
+//! and whose new reason only follows the fleet, as did the old one or the action that
+//! began the phase ([`ReasonCode::is_fleet_flicker`]), gets the new one written only once it has held for
 //! [`SETTLE`]; a change of phase, a node's first reason, anything that carries a command
 //! to the agent and any other reason (a halt, a pause, a window) are written at once.
 //! What `kubectl get node` shows is at most that much behind, and a flicker shorter than

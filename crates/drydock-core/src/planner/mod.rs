@@ -171,13 +171,37 @@ impl ReasonCode {
         ReasonCode::DrainInProgress,
     ];
 
-    /// Whether a change from the reason written as `old` to this one is only the fleet
-    /// moving on (both codes in [`Self::FOLLOWS_THE_FLEET`]), so that showing it may wait
-    /// until it holds; a change to or from anything else — a halt, a pause, a failure, a
-    /// window — is news a person should see at once.
+    /// The codes an action writes as it moves a node into a phase (a drain's
+    /// `Scheduled`, a verified boot's `BootVerified`, ...), as against the codes of a node
+    /// that waits in its phase.
+    pub const ACTIONS: [ReasonCode; 15] = [
+        ReasonCode::Scheduled,
+        ReasonCode::DrainTimeout,
+        ReasonCode::DrainComplete,
+        ReasonCode::BootVerified,
+        ReasonCode::Baked,
+        ReasonCode::HeldByPerson,
+        ReasonCode::ProtocolError,
+        ReasonCode::Rollback,
+        ReasonCode::NeverReturned,
+        ReasonCode::AgentNoAck,
+        ReasonCode::NotReadyAfterReboot,
+        ReasonCode::AfterRebootHookTimeout,
+        ReasonCode::Released,
+        ReasonCode::UpdateWithdrawn,
+        ReasonCode::StaleCordon,
+    ];
+
+    /// Whether a change from the reason written as `old` to this one in the same phase
+    /// is only the fleet moving on, so that showing it may wait until it holds: this
+    /// code follows the fleet ([`Self::FOLLOWS_THE_FLEET`]) and so did the old one, or
+    /// the old one is the action that began the phase (a drain's `Scheduled`, then
+    /// `DrainInProgress` while its pods terminate). A change to or from anything else —
+    /// a halt, a pause, a failure, a window — is news a person should see at once.
     pub fn is_fleet_flicker(self, old: &str) -> bool {
         let fleet = |c: &str| Self::FOLLOWS_THE_FLEET.iter().any(|f| f.as_str() == c);
-        fleet(self.as_str()) && fleet(old)
+        let action = |c: &str| Self::ACTIONS.iter().any(|a| a.as_str() == c);
+        fleet(self.as_str()) && (fleet(old) || action(old))
     }
 }
 

@@ -1380,9 +1380,19 @@ fn only_a_change_between_fleet_following_reasons_is_a_flicker() {
     assert!(PdbBlocked.is_fleet_flicker("PoolAtCapacity"));
     assert!(PoolAtCapacity.is_fleet_flicker("PdbBlocked"));
     assert!(DrainInProgress.is_fleet_flicker("DrainInProgress"));
+    // The action that began the phase, then the fleet: a drain's pods terminating.
+    assert!(DrainInProgress.is_fleet_flicker("Scheduled"));
+    assert!(!Scheduled.is_fleet_flicker("DrainInProgress"));
     // A halt, a pause or a window is news, whichever way it goes.
     assert!(!PoolHalted.is_fleet_flicker("PoolAtCapacity"));
     assert!(!PoolAtCapacity.is_fleet_flicker("PoolPaused"));
     assert!(!OutsideWindow.is_fleet_flicker("PdbBlocked"));
     assert!(!PdbBlocked.is_fleet_flicker("not a code"));
+    // The action codes are those declared after `Failed`, in order, each once, and none
+    // of them is a waiting node's reason.
+    assert!(ReasonCode::ACTIONS.windows(2).all(|w| w[0] < w[1]));
+    for a in ReasonCode::ACTIONS {
+        assert!(a > Failed, "{a}");
+        assert!(!ReasonCode::FOLLOWS_THE_FLEET.contains(&a), "{a}");
+    }
 }
