@@ -319,6 +319,11 @@ fn starts(a: &PlannedAction, snapshot: &Snapshot) -> bool {
     a.action.next_phase().is_disrupting() && !is_disrupted(&a.node, snapshot)
 }
 
+/// Whether `a` drains its node (the pass then polls the drain).
+fn drains(a: &PlannedAction) -> bool {
+    matches!(a.action, Action::Drain { .. } | Action::ForceDrain { .. })
+}
+
 fn is_disrupted(node: &str, snapshot: &Snapshot) -> bool {
     snapshot
         .node_index(node)
@@ -652,13 +657,16 @@ impl Leader {
         // server's replies: the cache has not seen the writes yet), and the disruptions
         // the freed slots allow start before the next batch: on a fleet whose nodes
         // finish together, the first freed slot is taken after one batch's writes rather
-        // than after all of them, the watch event, the debounce and the next pass. A
-        // started disruption is counted in the next plan the same way (its write's
-        // reply), so no plan gives a slot away twice; when a start's write fails the
-        // loop ends (whether it took effect is not known until the cache says). The rest
-        // of the actions are the last plan's.
+        // than after all of them, the watch event, the debounce and the next pass. The
+        // next batch is taken from the same plan (a node's leaving does not depend on the
+        // starts), and the plan after it counts the started disruptions the same way
+        // (their writes' replies), so no plan gives a slot away twice: one plan per
+        // batch. When a start's write fails the loop ends (whether it took effect is not
+        // known until the cache says). The rest of the actions are the last plan's.
         let mut acted: HashMap<String, Option<FleetNode>> = HashMap::new();
         let mut draining = false;
+        // Whether `node_snaps` hold writes that `plan` was not made on.
+        let mut stale = false;
         loop {
             let freeing: Vec<&PlannedAction> = plan
                 .actions
@@ -672,9 +680,9 @@ impl Leader {
             let done = self
                 .act_on(freeing, &snapshot, &policy, now, retry_at)
                 .await?;
-            let wrote = take_written(&done, &mut node_snaps, own_writes) > 0;
+            stale |= take_written(&done, &mut node_snaps, own_writes) > 0;
             acted.extend(done);
-            if !wrote {
+            if !stale {
                 continue;
             }
             (snapshot, plan) = self
@@ -688,6 +696,7 @@ impl Leader {
                     pod_cache,
                 )
                 .await?;
+            stale = false;
             let starting: Vec<&PlannedAction> = plan
                 .actions
                 .iter()
@@ -696,42 +705,24 @@ impl Leader {
             if starting.is_empty() {
                 continue;
             }
-            draining |= starting
-                .iter()
-                .any(|a| matches!(a.action, Action::Drain { .. }));
+            draining |= starting.iter().any(|a| drains(a));
             let tried = starting.len();
             let started = self
                 .act_on(starting, &snapshot, &policy, now, retry_at)
                 .await?;
             let written = take_written(&started, &mut node_snaps, own_writes);
             acted.extend(started);
-            let more = plan
-                .actions
-                .iter()
-                .any(|a| !acted.contains_key(&a.node) && frees(a, &snapshot));
-            if written < tried || !more {
+            if written < tried {
                 break;
             }
-            (snapshot, plan) = self
-                .plan_listing(
-                    &policy,
-                    now,
-                    &node_snaps,
-                    &mut pod_snaps,
-                    &pdb_snaps,
-                    &mut unlisted,
-                    pod_cache,
-                )
-                .await?;
+            stale = true;
         }
         let rest: Vec<&PlannedAction> = plan
             .actions
             .iter()
             .filter(|a| !acted.contains_key(&a.node))
             .collect();
-        draining |= rest
-            .iter()
-            .any(|a| matches!(a.action, Action::Drain { .. } | Action::ForceDrain { .. }));
+        draining |= rest.iter().any(|a| drains(a));
         let done = self.act_on(rest, &snapshot, &policy, now, retry_at).await?;
         take_written(&done, &mut node_snaps, own_writes);
 
