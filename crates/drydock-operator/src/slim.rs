@@ -30,7 +30,7 @@ use serde::{Deserialize, Deserializer};
 
 /// A Node as the operator keeps it: its identity (name, UID, resourceVersion), its
 /// reading for the planner (labels, annotations, Ready, `spec.unschedulable`, the drydock
-/// state) and `status.nodeInfo` (boot and machine ids, OS image). Everything else in the
+/// state) and of `status.nodeInfo` the boot and machine ids and the OS image. Everything else in the
 /// API server's JSON is skipped while decoding. It is the Node API's own resource (same
 /// kind, group, version and path), so `Api<FleetNode>` watches, gets and patches Nodes.
 #[derive(Clone, Debug, Default)]
@@ -47,7 +47,8 @@ impl FleetNode {
         self.read.as_ref()
     }
 
-    /// `status.nodeInfo`, as the kubelet reported it.
+    /// `status.nodeInfo` as the kubelet reported it, with only `bootID`, `machineID` and
+    /// `osImage` filled in (the other fields are empty).
     pub fn node_info(&self) -> Option<&NodeSystemInfo> {
         self.node_info.as_ref()
     }
@@ -115,7 +116,21 @@ struct WireStatus {
     #[serde(default, deserialize_with = "ready_only")]
     conditions: Option<Vec<NodeCondition>>,
     #[serde(default)]
-    node_info: Option<NodeSystemInfo>,
+    node_info: Option<WireNodeInfo>,
+}
+
+/// The part of `status.nodeInfo` drydock reads: the boot id (whether a node rebooted),
+/// the machine id (which Node an Omaha or FleetLock client is) and the OS image (the
+/// version Zincati runs). The kernel, runtime and kubelet versions, the system UUID and
+/// the rest are skipped: seven strings a node, held for nothing.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct WireNodeInfo {
+    #[serde(rename = "bootID")]
+    boot_id: String,
+    #[serde(rename = "machineID")]
+    machine_id: String,
+    os_image: String,
 }
 
 /// The conditions list, keeping only `Ready` (the others are skipped unbuilt).
@@ -141,6 +156,12 @@ impl<'de> Deserialize<'de> for FleetNode {
             Some(s) => (s.conditions, s.node_info),
             None => (None, None),
         };
+        let node_info = node_info.map(|i| NodeSystemInfo {
+            boot_id: i.boot_id,
+            machine_id: i.machine_id,
+            os_image: i.os_image,
+            ..NodeSystemInfo::default()
+        });
         let metadata = ObjectMeta {
             name: m.name,
             uid: m.uid,
@@ -431,6 +452,30 @@ mod tests {
         assert_eq!(fleet.machine_id(), "m1");
         // The store keys on the name, as for a Node.
         assert_eq!(kube::Resource::meta(&fleet).name.as_deref(), Some("n1"));
+    }
+
+    #[test]
+    fn of_node_info_the_ids_and_os_image_are_kept() {
+        let fleet: FleetNode = serde_json::from_value(full_json()).expect("a fleet node");
+        let info = fleet.node_info().expect("nodeInfo");
+        assert_eq!(
+            (
+                info.boot_id.as_str(),
+                info.machine_id.as_str(),
+                info.os_image.as_str()
+            ),
+            ("b1", "m1", "Flatcar")
+        );
+        assert!(
+            info.kubelet_version.is_empty() && info.architecture.is_empty(),
+            "the rest is skipped"
+        );
+        // A nodeInfo without the ids reads as empty ids, as the full type reads it.
+        let bare: FleetNode = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n"}, "status": {"nodeInfo": {"osImage": "x"}}
+        }))
+        .expect("a fleet node");
+        assert_eq!(bare.machine_id(), "");
     }
 
     #[test]
