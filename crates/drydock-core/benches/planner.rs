@@ -59,8 +59,8 @@ fn fleet(pods_total: usize) -> (Vec<NodeSnapshot>, Vec<PodSnapshot>, Vec<PdbSnap
         nodes.push(NodeSnapshot {
             uid: format!("uid-{name}"),
             name,
-            labels,
-            annotations: ann,
+            labels: labels.into(),
+            annotations: ann.into(),
             ready: i % 97 != 0,
             unschedulable,
         });

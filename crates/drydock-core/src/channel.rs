@@ -107,8 +107,8 @@ mod tests {
         NodeSnapshot {
             name: "n0".into(),
             uid: "u".into(),
-            labels: BTreeMap::new(),
-            annotations,
+            labels: crate::strmap::StrMap::new(),
+            annotations: annotations.into(),
             ready: true,
             unschedulable: false,
         }

@@ -179,8 +179,8 @@ mod tests {
         NodeSnapshot {
             name: name.into(),
             uid: format!("uid-{name}"),
-            labels: BTreeMap::from([("pool".to_string(), "w".to_string())]),
-            annotations,
+            labels: [("pool", "w")].into(),
+            annotations: annotations.into(),
             ready: true,
             unschedulable: false,
         }

@@ -3,12 +3,15 @@
 //! Used by the operator (objects from its watches) and by `drydockctl plan` (objects from
 //! a `kubectl get -o json` dump), so both see the cluster the same way.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 
 use crate::selector::{LabelSelector, SelectorOp, SelectorRequirement};
 use crate::snapshot::{NodeSnapshot, PdbSnapshot, PodOwner, PodPhase, PodSnapshot};
+use crate::strmap::StrMap;
 
 /// Annotation the kubelet puts on mirror pods of static pods.
 pub const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
@@ -33,27 +36,30 @@ pub enum ConvertError {
 
 /// A Node as the planner sees it.
 pub fn node(n: &Node) -> Result<NodeSnapshot, ConvertError> {
+    let empty = BTreeMap::new();
     node_with(
         n,
-        n.metadata.labels.clone().unwrap_or_default(),
-        n.metadata.annotations.clone().unwrap_or_default(),
+        n.metadata.labels.as_ref().unwrap_or(&empty).into(),
+        n.metadata.annotations.as_ref().unwrap_or(&empty).into(),
     )
 }
 
-/// A Node as the planner sees it, its labels and annotations moved rather than copied
-/// (the operator's node cache decodes each Node into this and keeps only the result).
+/// A Node as the planner sees it, its labels and annotations moved rather than copied.
 pub fn into_node(mut n: Node) -> Result<NodeSnapshot, ConvertError> {
     let labels = n.metadata.labels.take().unwrap_or_default();
     let annotations = n.metadata.annotations.take().unwrap_or_default();
-    node_with(&n, labels, annotations)
+    node_with(&n, labels.into(), annotations.into())
 }
 
-/// The rest of the reading of `n`: name (required), UID (the name when absent), Ready
-/// (the condition is `True`) and cordon.
-fn node_with(
+/// A Node as the planner sees it, given its labels and annotations already read (the
+/// operator's node cache decodes them from the API server's JSON straight into
+/// [`StrMap`]s, never building the maps `n` would hold). Of `n` the rest is read as for
+/// any Node: its name (required), UID (the name when absent), Ready condition (`True`)
+/// and cordon; its own labels and annotations are not read.
+pub fn node_with(
     n: &Node,
-    labels: crate::selector::Labels,
-    annotations: std::collections::BTreeMap<String, String>,
+    labels: StrMap,
+    annotations: StrMap,
 ) -> Result<NodeSnapshot, ConvertError> {
     let name = n
         .metadata
@@ -290,7 +296,7 @@ mod tests {
         assert_eq!(owned, node(&n).unwrap());
         assert_eq!(owned.uid, "n1", "the name stands in for a missing UID");
         assert!(owned.ready && !owned.unschedulable);
-        assert_eq!(owned.labels.get("pool").map(String::as_str), Some("a"));
+        assert_eq!(owned.labels.get("pool"), Some("a"));
         assert_eq!(
             into_node(Node::default()),
             Err(ConvertError::MissingName("Node"))

@@ -24,6 +24,7 @@ pub mod policy;
 pub mod protocol;
 pub mod selector;
 pub mod snapshot;
+pub mod strmap;
 pub mod transition;
 pub mod version;
 pub mod window;

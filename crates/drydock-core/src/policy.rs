@@ -28,6 +28,7 @@ use serde_yaml::{Mapping, Value};
 use crate::duration::parse_duration;
 use crate::pin::VersionPin;
 use crate::selector::{LabelSelector, Labels, validate_label_key};
+use crate::strmap::Lookup;
 use crate::window::{Schedule, Window, parse_start, parse_weekday};
 
 /// Name of the implicit pool that holds every node no configured pool selects.
@@ -306,7 +307,7 @@ impl Policy {
 
     /// The pool a node with these labels belongs to: the first configured pool whose
     /// selector matches, otherwise the implicit `default` pool.
-    pub fn pool_for(&self, labels: &Labels) -> &PoolPolicy {
+    pub fn pool_for(&self, labels: &dyn Lookup) -> &PoolPolicy {
         self.pools
             .iter()
             .find(|p| p.selector.as_ref().is_some_and(|s| s.matches(labels)))

@@ -20,6 +20,7 @@ use std::str::FromStr;
 
 use jiff::Timestamp;
 
+use crate::strmap::Lookup;
 use crate::version::{OsFamily, OsVersion};
 
 /// Prefix of every drydock key.
@@ -412,8 +413,8 @@ fn quoted(v: &str) -> String {
 }
 
 struct Reader<'a> {
-    annotations: &'a BTreeMap<String, String>,
-    labels: &'a BTreeMap<String, String>,
+    annotations: &'a dyn Lookup,
+    labels: &'a dyn Lookup,
     errors: Vec<ProtocolError>,
 }
 
@@ -427,7 +428,7 @@ impl Reader<'_> {
 
     fn raw(&self, key: &str, label: bool) -> Option<&str> {
         let map = if label { self.labels } else { self.annotations };
-        map.get(key).map(String::as_str)
+        map.lookup(key)
     }
 
     /// The value under `key` if `valid` accepts it; otherwise an error saying it `is_not`.
@@ -528,8 +529,8 @@ impl Reader<'_> {
 /// value does not is reported (and its field left empty), together with contradictions
 /// between keys that only a forged or corrupted node would show.
 pub fn parse_node_state(
-    labels: &BTreeMap<String, String>,
-    annotations: &BTreeMap<String, String>,
+    labels: &dyn Lookup,
+    annotations: &dyn Lookup,
 ) -> (NodeState, Vec<ProtocolError>) {
     let mut r = Reader {
         annotations,

@@ -6,6 +6,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::strmap::Lookup;
+
 /// Labels of an object.
 pub type Labels = BTreeMap<String, String>;
 
@@ -36,8 +38,8 @@ pub struct SelectorRequirement {
 }
 
 impl SelectorRequirement {
-    fn matches(&self, labels: &Labels) -> bool {
-        let v = labels.get(&self.key);
+    fn matches(&self, labels: &dyn Lookup) -> bool {
+        let v = labels.lookup(&self.key);
         match self.operator {
             SelectorOp::In => v.is_some_and(|v| self.values.iter().any(|x| x == v)),
             SelectorOp::NotIn => v.is_none_or(|v| !self.values.iter().any(|x| x == v)),
@@ -61,10 +63,10 @@ pub struct LabelSelector {
 
 impl LabelSelector {
     /// Whether the labels satisfy every term.
-    pub fn matches(&self, labels: &Labels) -> bool {
+    pub fn matches(&self, labels: &dyn Lookup) -> bool {
         self.match_labels
             .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
+            .all(|(k, v)| labels.lookup(k) == Some(v.as_str()))
             && self.match_expressions.iter().all(|r| r.matches(labels))
     }
 

@@ -5,12 +5,13 @@
 //! by node and resolves which PodDisruptionBudgets cover each pod, once, so a planner pass
 //! only walks what it needs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::protocol::{NodeState, ProtocolError, parse_node_state};
 use crate::selector::{LabelSelector, Labels};
+use crate::strmap::StrMap;
 
 /// A node as the planner needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,10 +20,11 @@ pub struct NodeSnapshot {
     pub name: String,
     /// UID (seeds the node's stable place in the rollout order).
     pub uid: String,
-    /// Labels (pool selection, drydock labels).
-    pub labels: Labels,
-    /// Annotations (drydock state, hooks).
-    pub annotations: BTreeMap<String, String>,
+    /// Labels (pool selection, drydock labels), held compactly: the operator holds
+    /// every node's.
+    pub labels: StrMap,
+    /// Annotations (drydock state, hooks), held compactly.
+    pub annotations: StrMap,
     /// `Ready` condition is `True`.
     pub ready: bool,
     /// `spec.unschedulable` (cordoned).
@@ -397,8 +399,8 @@ mod tests {
         NodeSnapshot {
             name: name.into(),
             uid: format!("uid-{name}"),
-            labels: Labels::new(),
-            annotations: BTreeMap::new(),
+            labels: StrMap::new(),
+            annotations: StrMap::new(),
             ready: true,
             unschedulable: false,
         }

@@ -99,7 +99,7 @@ type PodCache = HashMap<String, (Instant, Vec<Arc<PodSnapshot>>)>;
 
 /// Whether a node's pods may come from [`PodCache`]: it waits its turn.
 fn waits_its_turn(n: &NodeSnapshot) -> bool {
-    let phase = n.labels.get(keys::PHASE).map_or("Idle", String::as_str);
+    let phase = n.labels.get(keys::PHASE).unwrap_or("Idle");
     matches!(phase, "Idle" | "Queued" | "Done")
 }
 
@@ -300,7 +300,7 @@ enum ActError {
 /// drain would need). A node granted its reboot, rebooting or verifying has no use for
 /// them, nor has one Held, Failed or up to date.
 fn needs_pods(n: &NodeSnapshot) -> bool {
-    let phase = n.labels.get(keys::PHASE).map_or("Idle", String::as_str);
+    let phase = n.labels.get(keys::PHASE).unwrap_or("Idle");
     let staged = n
         .labels
         .get(keys::REBOOT_NEEDED)

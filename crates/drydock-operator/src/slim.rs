@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use drydock_core::k8s::{ConvertError, MIRROR_POD_ANNOTATION};
 use drydock_core::snapshot::{PodSnapshot, ReadNode};
+use drydock_core::strmap::StrMap;
 use k8s_openapi::api::core::v1::{
     EmptyDirVolumeSource, Node, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod,
     PodCondition, PodSpec, PodStatus, Volume,
@@ -100,8 +101,8 @@ struct WireMeta {
     name: Option<String>,
     uid: Option<String>,
     resource_version: Option<String>,
-    labels: Option<BTreeMap<String, String>>,
-    annotations: Option<BTreeMap<String, String>>,
+    labels: Option<StrMap>,
+    annotations: Option<StrMap>,
 }
 
 #[derive(Deserialize)]
@@ -168,23 +169,23 @@ impl<'de> Deserialize<'de> for FleetNode {
             resource_version: m.resource_version,
             ..ObjectMeta::default()
         };
-        // Read as `drydock_core::k8s` reads any Node; the labels and annotations move
-        // into the reading and are held nowhere else.
-        let read = drydock_core::k8s::into_node(Node {
-            metadata: ObjectMeta {
-                labels: m.labels,
-                annotations: m.annotations,
-                ..metadata.clone()
+        // Read as `drydock_core::k8s` reads any Node. The labels and annotations were
+        // decoded straight into the reading's compact maps and are held nowhere else.
+        let read = drydock_core::k8s::node_with(
+            &Node {
+                metadata: metadata.clone(),
+                spec: w.spec.map(|s| NodeSpec {
+                    unschedulable: s.unschedulable,
+                    ..NodeSpec::default()
+                }),
+                status: Some(NodeStatus {
+                    conditions,
+                    ..NodeStatus::default()
+                }),
             },
-            spec: w.spec.map(|s| NodeSpec {
-                unschedulable: s.unschedulable,
-                ..NodeSpec::default()
-            }),
-            status: Some(NodeStatus {
-                conditions,
-                ..NodeStatus::default()
-            }),
-        })
+            m.labels.unwrap_or_default(),
+            m.annotations.unwrap_or_default(),
+        )
         .ok()
         .map(|n| Arc::new(ReadNode::new(n)));
         Ok(FleetNode {
@@ -428,10 +429,7 @@ mod tests {
         assert_eq!(**read, from_full, "the planner sees the same node");
         assert_eq!(read.state().operator.phase(), Phase::Queued);
         assert!(read.ready && read.unschedulable);
-        assert_eq!(
-            read.annotations.get("example.com/hook").map(String::as_str),
-            Some("true")
-        );
+        assert_eq!(read.annotations.get("example.com/hook"), Some("true"));
         let m = &fleet.metadata;
         assert_eq!(
             (

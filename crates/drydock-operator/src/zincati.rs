@@ -15,7 +15,7 @@
 //! Every replica serves these; the writes are the node's agent-side keys only, under the
 //! field manager [`FIELD_MANAGER`], and never on a node a drydock agent reports on.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use drydock_core::cincinnati::{self, Choice, Graph};
 use drydock_core::fleetlock::{self, ProtocolError};
 use drydock_core::protocol::{AgentStatus, NodeState, keys};
 use drydock_core::snapshot::Snapshot;
+use drydock_core::strmap::StrMap;
 use drydock_core::version::{OsFamily, OsVersion};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
@@ -197,8 +198,10 @@ impl Zincati {
         }
         let unchanged = OWNED
             .iter()
-            .all(|k| r.annotations.get(*k) == annotations.get(*k))
-            && labels.iter().all(|(k, v)| r.labels.get(k) == Some(v));
+            .all(|k| r.annotations.get(k) == annotations.get(*k).map(String::as_str))
+            && labels
+                .iter()
+                .all(|(k, v)| r.labels.get(k) == Some(v.as_str()));
         if unchanged {
             return Ok(());
         }
@@ -228,8 +231,8 @@ impl Zincati {
 
 struct Resolved {
     name: String,
-    labels: BTreeMap<String, String>,
-    annotations: BTreeMap<String, String>,
+    labels: StrMap,
+    annotations: StrMap,
     state: NodeState,
     booted: OsVersion,
     boot_id: String,

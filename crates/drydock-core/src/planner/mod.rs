@@ -489,7 +489,7 @@ impl<'a> Pass<'a> {
 
     fn hooks_pending(&self, v: &NodeView<'_>, keys: &[String]) -> Vec<String> {
         keys.iter()
-            .filter(|k| v.node.annotations.get(*k).map(String::as_str) != Some("true"))
+            .filter(|k| v.node.annotations.get(k) != Some("true"))
             .cloned()
             .collect()
     }

@@ -8,8 +8,9 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::protocol::keys;
-use crate::selector::{LabelSelector, Labels};
+use crate::selector::LabelSelector;
 use crate::snapshot::{PdbSnapshot, PodPhase, PodSnapshot};
+use crate::strmap::StrMap;
 
 const NOW: &str = "2026-11-25T12:00:00Z"; // a Wednesday
 
@@ -28,8 +29,8 @@ fn node(name: &str) -> NodeSnapshot {
     let mut n = NodeSnapshot {
         name: name.into(),
         uid: format!("uid-{name}"),
-        labels: Labels::new(),
-        annotations: BTreeMap::new(),
+        labels: StrMap::new(),
+        annotations: StrMap::new(),
         ready: true,
         unschedulable: false,
     };
@@ -79,7 +80,7 @@ fn granted(name: &str, since: Timestamp, token: u64) -> NodeSnapshot {
 
 /// The node after it rebooted into `version` from `slot`.
 fn rebooted(n: &mut NodeSnapshot, version: &str, slot: &str) {
-    let token = n.annotations[keys::REBOOT_TOKEN].clone();
+    let token = n.annotations[keys::REBOOT_TOKEN].to_string();
     set(n, keys::REBOOT_ACK, &token);
     set(n, keys::BOOT_ID, &format!("boot-{}-2", n.name));
     set(n, keys::BOOTED_VERSION, version);
@@ -664,7 +665,7 @@ fn waiting_after_the_grant_the_acknowledgement_and_the_completion_writes_nothing
 
     // Acknowledged: recorded as Rebooting, under the reason it then waits with.
     let mut acked = granted.clone();
-    let token = acked.annotations[keys::REBOOT_TOKEN].clone();
+    let token = acked.annotations[keys::REBOOT_TOKEN].to_string();
     set(&mut acked, keys::REBOOT_ACK, &token);
     let plan = run(vec![acked.clone()], vec![], vec![], &p, minutes(1));
     let mark = plan.actions[0].clone();
@@ -1142,7 +1143,7 @@ proptest! {
             let mut spend = 0u32;
             for (ni, n) in snapshot.nodes().iter().enumerate() {
                 let count = snapshot.pods_on(ni).filter(|(i, p)| p.needs_eviction() && snapshot.pdbs_of(*i).contains(&(b as u32))).count() as u32;
-                if n.labels.get(keys::PHASE).map(String::as_str) == Some("Draining") {
+                if n.labels.get(keys::PHASE)== Some("Draining") {
                     pending += count;
                 }
                 if plan.action_for(&n.name).is_some_and(|a| matches!(a.action, Action::Drain { start: true, .. })) {
@@ -1201,7 +1202,7 @@ proptest! {
         for a in &plan.actions {
             if let Action::GrantReboot { .. } = a.action {
                 let ni = snapshot.node_index(&a.node).unwrap();
-                prop_assert_eq!(snapshot.nodes()[ni].labels.get(keys::PHASE).map(String::as_str), Some("Draining"));
+                prop_assert_eq!(snapshot.nodes()[ni].labels.get(keys::PHASE), Some("Draining"));
                 prop_assert!(snapshot.pods_on(ni).all(|(_, p)| !p.blocks_drain()), "{} granted with pods left", a.node);
             }
         }
@@ -1269,8 +1270,8 @@ impl Model {
                     }
                 }
                 Action::GrantReboot { token, target } => {
-                    let slot = n.annotations[keys::BOOTED_SLOT].clone();
-                    let boot = n.annotations[keys::BOOT_ID].clone();
+                    let slot = n.annotations[keys::BOOTED_SLOT].to_string();
+                    let boot = n.annotations[keys::BOOT_ID].to_string();
                     n.annotations
                         .insert(keys::REBOOT_TOKEN.into(), token.to_string());
                     n.annotations
@@ -1308,7 +1309,7 @@ impl Model {
                     .remove(keys::STAGED_VERSION)
                     .unwrap_or_default();
                 n.annotations.insert(keys::BOOTED_VERSION.into(), staged);
-                let slot = if n.annotations[keys::BOOTED_SLOT] == "a" {
+                let slot = if &n.annotations[keys::BOOTED_SLOT] == "a" {
                     "b"
                 } else {
                     "a"
@@ -1330,8 +1331,8 @@ impl Model {
 
     fn all_done(&self) -> bool {
         self.nodes.iter().all(|n| {
-            n.labels.get(keys::PHASE).map(String::as_str) == Some("Done")
-                && n.annotations.get(keys::BOOTED_VERSION).map(String::as_str) == Some("4230.0.0")
+            n.labels.get(keys::PHASE) == Some("Done")
+                && n.annotations.get(keys::BOOTED_VERSION) == Some("4230.0.0")
                 && !n.unschedulable
         })
     }
@@ -1369,7 +1370,7 @@ proptest! {
             if m.all_done() { break; }
             m.step(&p);
         }
-        prop_assert!(m.all_done(), "not every node finished: {:?}", m.nodes.iter().map(|x| (x.name.clone(), x.labels.get(keys::PHASE).cloned())).collect::<Vec<_>>());
+        prop_assert!(m.all_done(), "not every node finished: {:?}", m.nodes.iter().map(|x| (x.name.clone(), x.labels.get(keys::PHASE).map(str::to_string))).collect::<Vec<_>>());
         prop_assert!(m.peak_unavailable.get("even").copied().unwrap_or(0) <= k as usize);
     }
 }
