@@ -821,6 +821,18 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
         }
     };
     let reactions = report::reactions(&changes);
+    // Where each node's time went: its stay in each phase, and its slot against the
+    // drain and reboot it needed (what is over is orchestration).
+    let stays: serde_json::Map<String, serde_json::Value> = report::dwell(&changes)
+        .iter()
+        .map(|(phase, xs)| (phase.clone(), report::spread(xs)))
+        .collect();
+    let held = report::slots(&changes);
+    let slot_times: Vec<f64> = held.values().copied().collect();
+    let slot_over: Vec<f64> = held
+        .iter()
+        .filter_map(|(i, t)| service.get(*i).map(|s| t - s))
+        .collect();
     let (passes, pass_mean, pass_p99) = planner_stats(&metrics);
     let n = updated as f64;
     let per_update = |c: &audit::Counts| per_update_of(c, n);
@@ -846,6 +858,9 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
             "p99Seconds": report::quantile(&reactions, 0.99),
             "maxSeconds": report::quantile(&reactions, 1.0),
         },
+        "phaseSeconds": stays,
+        "slotSeconds": report::spread(&slot_times),
+        "slotOverServiceSeconds": report::spread(&slot_over),
         "peakUnavailable": peak,
         "peakUnavailableByDrydock": peak_by_drydock,
         "operator": {
@@ -999,7 +1014,7 @@ pub fn collect(dir: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
 /// The results as a Markdown table, one row per run.
 pub fn table(results: &[serde_json::Value]) -> String {
     let mut out = String::from(
-        "| run | nodes | pods | limit | makespan s | lower bound s | ratio | reaction p50 / p99 s | operator writes/update (no evictions) | operator peak RSS MiB | operator CPU s | planner mean / p99 bucket ms | agent peak RSS MiB | peak unavailable (by drydock) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| run | nodes | pods | limit | makespan s | lower bound s | ratio | slot over drain+reboot mean / p99 s | reaction p50 / p99 s | operator writes/update (no evictions) | operator peak RSS MiB | operator CPU s | planner mean / p99 bucket ms | agent peak RSS MiB | peak unavailable (by drydock) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let f = |v: &serde_json::Value| v.as_f64().map_or("–".to_string(), |x| format!("{x:.2}"));
     for r in results {
@@ -1014,7 +1029,7 @@ pub fn table(results: &[serde_json::Value]) -> String {
             label.to_string()
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} ({}) | {} | {} | {} / {} | {} | {} ({}) |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} ({}) | {} | {} | {} / {} | {} | {} ({}) |\n",
             label,
             r["nodes"],
             r["pods"],
@@ -1022,6 +1037,8 @@ pub fn table(results: &[serde_json::Value]) -> String {
             f(&r["makespanSeconds"]),
             f(&r["lowerBoundSeconds"]),
             f(&r["ratio"]),
+            f(&r["slotOverServiceSeconds"]["meanSeconds"]),
+            f(&r["slotOverServiceSeconds"]["p99Seconds"]),
             f(&r["reaction"]["p50Seconds"]),
             f(&r["reaction"]["p99Seconds"]),
             f(&r["operator"]["writesPerUpdate"]),
@@ -1055,7 +1072,7 @@ mod tests {
         partial["complete"] = json!(false);
         partial["nodesDone"] = json!(1200);
         partial["nodes"] = json!(5000);
-        let t = table(&[whole, partial]);
+        let t = table(&[whole, partial.clone()]);
         let rows: Vec<&str> = t.lines().skip(2).collect();
         assert_eq!(rows.len(), 2, "{t}");
         assert!(rows[0].starts_with("| uniform-100 | 100 |"), "{t}");
@@ -1065,6 +1082,12 @@ mod tests {
             "{t}"
         );
         assert!(rows[0].contains("| 9.50 (8.50) |"), "{t}");
+        // Runs from before the slot figures show a dash; later ones show them.
+        assert!(rows[0].contains("| 1.09 | – / – | 0.30 / 0.80 |"), "{t}");
+        let mut with_slots = partial.clone();
+        with_slots["slotOverServiceSeconds"] = json!({"meanSeconds": 3.25, "p99Seconds": 7.5});
+        let t = table(&[with_slots]);
+        assert!(t.contains("| 3.25 / 7.50 |"), "{t}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The benchmark's arithmetic, without I/O: the makespan's lower bound, the reaction
 //! latencies, percentiles, and the plot of nodes per phase over time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 /// A node's phase change as the observer saw it, `t` seconds after the operator started.
@@ -70,6 +70,60 @@ pub fn reactions(changes: &[Change]) -> Vec<f64> {
         .zip(&drains)
         .map(|(v, s)| (s - v).max(0.0))
         .collect()
+}
+
+/// How long nodes stayed in each phase: for every phase, the length of each stay the
+/// observer saw both begin and end (a node's phase when the rollout started has no known
+/// beginning and is left out). Where the makespan goes beyond its bound shows here: a
+/// Draining stay longer than the pods' grace period, a Rebooting stay longer than the
+/// host's reboot, time in the short phases between them.
+pub fn dwell(changes: &[Change]) -> BTreeMap<String, Vec<f64>> {
+    let mut since: HashMap<usize, (&str, f64)> = HashMap::new();
+    let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for c in changes {
+        if let Some((phase, t)) = since.get(&c.node) {
+            if *phase == c.from {
+                out.entry(c.from.clone()).or_default().push(c.t - t);
+            }
+        }
+        since.insert(c.node, (c.to.as_str(), c.t));
+    }
+    out
+}
+
+/// How long each node held a slot of the pool: from its first step out of the queue
+/// (Cordoned or Draining) to its first arrival at Done, by node. Nodes that did not get
+/// that far have no entry.
+pub fn slots(changes: &[Change]) -> BTreeMap<usize, f64> {
+    let mut began: HashMap<usize, f64> = HashMap::new();
+    let mut out = BTreeMap::new();
+    for c in changes {
+        if matches!(c.to.as_str(), "Cordoned" | "Draining") {
+            began.entry(c.node).or_insert(c.t);
+        }
+        if c.to == "Done" && !out.contains_key(&c.node) {
+            if let Some(b) = began.get(&c.node) {
+                out.insert(c.node, c.t - b);
+            }
+        }
+    }
+    out
+}
+
+/// The count, mean, p50, p99 and max of `xs`, for the JSON report.
+pub fn spread(xs: &[f64]) -> serde_json::Value {
+    let mean = if xs.is_empty() {
+        None
+    } else {
+        Some(xs.iter().sum::<f64>() / xs.len() as f64)
+    };
+    serde_json::json!({
+        "samples": xs.len(),
+        "meanSeconds": mean,
+        "p50Seconds": quantile(xs, 0.5),
+        "p99Seconds": quantile(xs, 0.99),
+        "maxSeconds": quantile(xs, 1.0),
+    })
 }
 
 /// Phases in the order a node goes through them (the plot's legend order).
@@ -253,6 +307,33 @@ mod tests {
             (r[0] - 0.4).abs() < 1e-9 && (r[1] - 0.2).abs() < 1e-9,
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn stays_are_measured_from_the_change_into_a_phase_to_the_change_out_of_it() {
+        let changes = vec![
+            change(1.0, 0, "Queued", "Draining"),
+            change(2.0, 1, "Queued", "Cordoned"),
+            change(2.5, 1, "Cordoned", "Draining"),
+            change(7.0, 0, "Draining", "RebootGranted"),
+            change(7.5, 0, "RebootGranted", "Rebooting"),
+            change(8.5, 1, "Draining", "RebootGranted"),
+            change(29.0, 0, "Rebooting", "Done"),
+        ];
+        let d = dwell(&changes);
+        // The initial Queued stays have no known start.
+        assert!(!d.contains_key("Queued"), "{d:?}");
+        assert_eq!(d["Cordoned"], vec![0.5]);
+        assert_eq!(d["Draining"], vec![6.0, 6.0]);
+        assert_eq!(d["RebootGranted"], vec![0.5]);
+        assert_eq!(d["Rebooting"], vec![21.5]);
+        let s = slots(&changes);
+        assert_eq!(s.len(), 1, "node 1 never reached Done: {s:?}");
+        assert_eq!(s[&0], 28.0);
+        let v = spread(&d["Draining"]);
+        assert_eq!(v["samples"], 2);
+        assert_eq!(v["meanSeconds"], 6.0);
+        assert_eq!(spread(&[])["p99Seconds"], serde_json::Value::Null);
     }
 
     #[test]
