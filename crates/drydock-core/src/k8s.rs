@@ -150,6 +150,7 @@ fn pod_with(p: &Pod, labels: crate::selector::Labels) -> Result<PodSnapshot, Con
         phase,
         ready,
         terminating: p.metadata.deletion_timestamp.is_some(),
+        deleted_by: p.metadata.deletion_timestamp.as_ref().map(|t| t.0),
         has_empty_dir: spec
             .and_then(|s| s.volumes.as_ref())
             .is_some_and(|vs| vs.iter().any(|v| v.empty_dir.is_some())),
@@ -249,6 +250,10 @@ mod tests {
             }
         );
         assert!(s.terminating && s.has_empty_dir && s.ready);
+        assert_eq!(
+            s.deleted_by.map(|t| t.to_string()).as_deref(),
+            Some("2026-11-22T10:00:00Z")
+        );
         assert_eq!(s.node.as_deref(), Some("n1"));
 
         let ds: Pod = serde_json::from_value(json!({"metadata": {"name": "x", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "d", "uid": "r", "controller": true}]}})).unwrap();

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
 
+use jiff::Timestamp;
+
 use crate::protocol::{NodeState, ProtocolError, parse_node_state};
 use crate::selector::{LabelSelector, Labels};
 use crate::strmap::StrMap;
@@ -132,8 +134,27 @@ pub struct PodSnapshot {
     pub ready: bool,
     /// Has a deletion timestamp (already on its way out).
     pub terminating: bool,
+    /// When a terminating pod's grace period ends (its deletion timestamp): the moment a
+    /// drain waiting for it should look again, rather than at its next poll.
+    pub deleted_by: Option<Timestamp>,
     /// Mounts an `emptyDir` volume (data lost on eviction).
     pub has_empty_dir: bool,
+}
+
+/// How long until the first of `pods` still terminating should be gone: the earliest
+/// deletion timestamp (the end of a grace period) ahead of `now`. A drain waits for
+/// those pods; when they use their whole grace period this is when it can go on. None
+/// when no pod's grace period ends after `now`.
+pub fn first_gone<'a>(
+    pods: impl IntoIterator<Item = &'a PodSnapshot>,
+    now: Timestamp,
+) -> Option<std::time::Duration> {
+    let first = pods
+        .into_iter()
+        .filter_map(|p| p.deleted_by)
+        .filter(|t| *t > now)
+        .min()?;
+    first.duration_since(now).try_into().ok()
 }
 
 impl PodSnapshot {
@@ -391,6 +412,7 @@ mod tests {
             phase: PodPhase::Running,
             ready: true,
             terminating: false,
+            deleted_by: None,
             has_empty_dir: false,
         }
     }
@@ -451,6 +473,30 @@ mod tests {
         assert_eq!(s.pods_on(0).count(), 2);
         assert_eq!(s.pods_on(1).count(), 1);
         assert_eq!(s.node_index("n2"), Some(1));
+    }
+
+    #[test]
+    fn a_drain_looks_again_when_the_first_grace_period_still_ahead_ends() {
+        let now: Timestamp = "2026-12-06T10:00:00Z".parse().expect("a time");
+        let at = |s: &str| Some(s.parse::<Timestamp>().expect("a time"));
+        let mut pods: Vec<PodSnapshot> = (0..4)
+            .map(|i| pod("a", &format!("p{i}"), "n", &[]))
+            .collect();
+        assert_eq!(first_gone(&pods, now), None, "nothing terminating");
+        pods[0].deleted_by = at("2026-12-06T09:59:58Z"); // overdue: the poll looks
+        pods[1].deleted_by = at("2026-12-06T10:00:05Z");
+        pods[2].deleted_by = at("2026-12-06T10:00:03Z");
+        assert_eq!(
+            first_gone(&pods, now),
+            Some(std::time::Duration::from_secs(3))
+        );
+        pods[1].deleted_by = None;
+        pods[2].deleted_by = at("2026-12-06T10:00:00Z");
+        assert_eq!(
+            first_gone(&pods, now),
+            None,
+            "due now or before is not ahead"
+        );
     }
 
     #[test]

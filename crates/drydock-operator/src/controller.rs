@@ -14,9 +14,11 @@
 //! fresh list, and the Eviction API enforces the budgets either way). A queue of
 //! thousands waiting for a slot therefore costs no lists at all.
 //!
-//! A pass runs when something relevant changes (debounced), when the plan's
-//! `next_wakeup` comes (a timeout, a bake end, a window edge), when a refused eviction's
-//! `Retry-After` ends, and every `drain_poll` while a drain waits for pods to go. Every
+//! A pass runs when something relevant changes (at once after a quiet spell, else
+//! [`PASS_GAP`] after the last pass), when the plan's `next_wakeup` comes (a timeout, a
+//! bake end, a window edge), when a refused eviction's `Retry-After` ends, and every
+//! `drain_poll` while a drain waits for pods to go — sooner when a terminating pod's
+//! grace period ends before the next poll. Every
 //! write is a server-side apply of the node's whole operator state (field manager
 //! `drydock-operator`), a function of what was read — so a pass repeated by a new leader
 //! writes the same thing, and nothing lives only in memory except the `Retry-After`
@@ -57,6 +59,18 @@ pub const WAITING_PODS_TTL: Duration = Duration::from_secs(30);
 
 /// How many pod lists a pass has in flight at once.
 const POD_LISTS_AT_ONCE: usize = 8;
+
+/// Passes start at least this long after the last one ended when a change wakes them,
+/// so a burst of changes (a wave of nodes acknowledging, the pass's own writes coming
+/// back) is taken in one pass.
+const PASS_GAP: Duration = Duration::from_millis(200);
+
+/// How long a change that comes after a quiet spell waits for the rest of its burst.
+const BURST: Duration = Duration::from_millis(20);
+
+/// How long after a terminating pod's deletion timestamp a drain waiting for it looks
+/// again: the time its deletion takes to reach the API server once its grace period ends.
+const POD_GONE_MARGIN: Duration = Duration::from_millis(200);
 
 /// How many times a pass lists the pods the plan asks for and plans again.
 const LIST_ROUNDS: usize = 3;
@@ -524,7 +538,7 @@ impl Leader {
                 return;
             }
             self.report_config(&mut reported_config).await;
-            let (wake, draining) = match self
+            let (wake, draining, pods_due) = match self
                 .pass(
                     &mut retry_at,
                     &mut refused,
@@ -538,9 +552,10 @@ impl Leader {
                 Err(ActError::NotLeading) => return,
                 Err(e) => {
                     warn!(error = %e, "pass failed; retrying");
-                    (Some(Instant::now() + Duration::from_secs(2)), false)
+                    (Some(Instant::now() + Duration::from_secs(2)), false, None)
                 }
             };
+            let ended = Instant::now();
             let mut deadline = wake;
             let now = Instant::now();
             retry_at.retain(|_, t| *t > now);
@@ -548,13 +563,19 @@ impl Leader {
                 deadline = Some(deadline.map_or(*t, |d| d.min(*t)));
             }
             if draining {
-                let t = now + self.drain_poll;
+                // Polled, and looked at again as soon as a terminating pod should be gone.
+                let t = pods_due.map_or(now + self.drain_poll, |due| {
+                    due.max(now).min(now + self.drain_poll)
+                });
                 deadline = Some(deadline.map_or(t, |d| d.min(t)));
             }
             tokio::select! {
                 _ = self.fleet.changed.notified() => {
-                    // Debounce a burst of changes into one pass.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    // Debounce a burst of changes into one pass: a change after a quiet
+                    // spell is acted on at once (but for the rest of its burst); passes
+                    // that follow each other keep their gap.
+                    let at = (Instant::now() + BURST).max(ended + PASS_GAP);
+                    tokio::time::sleep_until(at).await;
                 }
                 _ = async { match deadline { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
                 _ = leading.changed() => {}
@@ -562,7 +583,8 @@ impl Leader {
         }
     }
 
-    /// One pass; returns when to wake for the plan and whether a drain is waiting.
+    /// One pass; returns when to wake for the plan, whether a drain is waiting, and when
+    /// the first of the draining nodes' terminating pods should be gone.
     async fn pass(
         &self,
         retry_at: &mut HashMap<String, Instant>,
@@ -570,7 +592,7 @@ impl Leader {
         pod_cache: &mut PodCache,
         settling: &mut Settling,
         own_writes: &mut OwnWrites,
-    ) -> Result<(Option<Instant>, bool), ActError> {
+    ) -> Result<(Option<Instant>, bool, Option<Instant>), ActError> {
         let policy = self.fleet.policy.borrow().policy.clone();
         // The cache's nodes are taken here and let go before the first await: from here
         // on the pass holds each node's reading (shared with the cache while the node
@@ -624,7 +646,13 @@ impl Leader {
         drop(known);
         drop(turn_waiters);
         let mut unlisted: HashSet<&str> = unlisted_names.iter().map(String::as_str).collect();
-        pod_snaps.extend(self.list_pods(draining_nodes, false, pod_cache).await?);
+        let drained = self.list_pods(draining_nodes, false, pod_cache).await?;
+        // A drain whose pods use their whole grace period is looked at again when the
+        // first of them should be gone, not up to a drain poll later.
+        let pods_due =
+            drydock_core::snapshot::first_gone(drained.iter().map(|p| &**p), Timestamp::now())
+                .map(|ahead| Instant::now() + ahead + POD_GONE_MARGIN);
+        pod_snaps.extend(drained);
         let pdb_snaps: Vec<_> = self
             .fleet
             .pdbs
@@ -864,7 +892,7 @@ impl Leader {
             let soon = Instant::now() + Duration::from_millis(200);
             wake = Some(wake.map_or(soon, |t| t.min(soon)));
         }
-        Ok((wake, draining))
+        Ok((wake, draining, pods_due))
     }
 
     /// Records why `w.node` waits (and the channel it is given, with its Event); returns

@@ -104,6 +104,7 @@ fn pod(ns: &str, name: &str, node: &str, app: &str) -> PodSnapshot {
         phase: PodPhase::Running,
         ready: true,
         terminating: false,
+        deleted_by: None,
         has_empty_dir: false,
     }
 }
