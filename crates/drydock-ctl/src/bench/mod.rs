@@ -51,6 +51,8 @@ const FROM: &str = "4081.2.0";
 const TO: &str = "4230.0.0";
 /// Pods per Deployment (each behind a budget allowing 25 % unavailable).
 const PER_DEPLOYMENT: usize = 50;
+/// The label every bench pod carries, for the spread across all of them.
+const BENCH_POD_LABEL: &str = "drydock-bench/pod";
 
 /// How drain and reboot times are spread over the fleet.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +135,10 @@ struct Observed {
     staged: Vec<bool>,
     done: Vec<bool>,
     unavailable: Vec<bool>,
+    /// Carries a taint that keeps pods off (`NoSchedule`, `NoExecute`): a new node keeps
+    /// `node.kubernetes.io/not-ready` for up to the node lifecycle controller's period
+    /// after it is Ready.
+    tainted: Vec<bool>,
     /// Unavailable through drydock: cordoned by it, or in a phase that disrupts.
     by_drydock: Vec<bool>,
     started: Option<Instant>,
@@ -170,6 +176,14 @@ impl Observed {
                 .as_deref()
                 == Some(TO);
         self.unavailable[i] = demo::unavailable(n);
+        self.tainted[i] = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|ts| {
+                ts.iter()
+                    .any(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+            });
         self.by_drydock[i] =
             state.operator.cordoned || state.operator.phase.is_some_and(Phase::is_disrupting);
         if let Some(t0) = self.started {
@@ -438,6 +452,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
         staged: vec![false; opts.nodes],
         done: vec![false; opts.nodes],
         unavailable: vec![true; opts.nodes],
+        tainted: vec![true; opts.nodes],
         by_drydock: vec![false; opts.nodes],
         ..Default::default()
     }));
@@ -445,15 +460,21 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
         client_as(&kubeconfig, "drydock-bench-observer/0").await?,
         observed.clone(),
     ));
-    let ready = wait_until("every node Ready", Duration::from_secs(600), || {
-        let o = observed.lock().map_err(|_| anyhow!("observer poisoned"))?;
-        Ok(o.unavailable.iter().all(|u| !u))
-    })
+    // Ready and free of taints before any pod is created: pods created while some nodes
+    // still carry `not-ready` would crowd onto the rest.
+    let ready = wait_until(
+        "every node Ready and untainted",
+        Duration::from_secs(600),
+        || {
+            let o = observed.lock().map_err(|_| anyhow!("observer poisoned"))?;
+            Ok(o.unavailable.iter().all(|u| !u) && o.tainted.iter().all(|t| !t))
+        },
+    )
     .await?;
     say(
         clock,
         &format!(
-            "{} KWOK nodes Ready ({:.1} s)",
+            "{} KWOK nodes Ready and untainted ({:.1} s)",
             opts.nodes,
             ready.as_secs_f64()
         ),
@@ -472,9 +493,16 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
         let replicas = PER_DEPLOYMENT.min(pods_total - k * PER_DEPLOYMENT) as u32;
         let mut d = workload::deployment(APPS, &name, replicas);
         d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(grace_of(opts, k));
-        d["spec"]["template"]["spec"]["topologySpreadConstraints"] = json!([{"maxSkew": 1,
-            "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": {"matchLabels": {"app": name}}}]);
+        // Spread over the hostnames across every Deployment, so that a uniform fleet is
+        // uniform: each node holds its share of the pods, not two Deployments' pods on
+        // one node and none on the next (a spread by Deployment left 600 of 1,000 nodes
+        // without pods). Soft, so that an evicted pod's replacement always has a place.
+        d["spec"]["template"]["metadata"]["labels"][BENCH_POD_LABEL] = json!("true");
+        d["spec"]["template"]["spec"]["topologySpreadConstraints"] = json!([
+            {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {BENCH_POD_LABEL: "true"}}},
+        ]);
         env.apply(&d)
             .await
             .with_context(|| format!("creating {name}"))?;
@@ -646,6 +674,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
         .enumerate()
         .map(|(i, n)| (n.as_str(), i))
         .collect();
+    let mut pods_on: Vec<usize> = vec![0; opts.nodes];
     for p in pods.list(&ListParams::default()).await?.items {
         let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
         let grace = p
@@ -655,6 +684,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
             .unwrap_or(30) as f64;
         if let Some(&i) = node.and_then(|n| index.get(n)) {
             grace_on[i] = grace_on[i].max(grace);
+            pods_on[i] += 1;
         }
     }
     let service: Vec<f64> = grace_on
@@ -851,6 +881,13 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
         "updatesCounted": updated,
         "makespanSeconds": makespan,
         "lowerBoundSeconds": bound,
+        // How the pods lay over the nodes when the rollout started: the bound counts a
+        // node without pods as its reboot alone.
+        "podsPerNodeAtStart": {
+            "min": pods_on.iter().min(),
+            "max": pods_on.iter().max(),
+            "nodesWithout": pods_on.iter().filter(|n| **n == 0).count(),
+        },
         "ratio": if bound > 0.0 { makespan / bound } else { 0.0 },
         "reaction": {
             "samples": reactions.len(),
