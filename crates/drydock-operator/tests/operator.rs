@@ -299,6 +299,46 @@ async fn a_budget_that_allows_nothing_names_itself_and_the_node_proceeds_once_it
 }
 
 #[tokio::test]
+async fn a_drain_goes_on_when_its_pods_grace_period_ends_not_at_the_next_poll() {
+    let (mut env, names) = env_with_nodes(1).await;
+    setup(&env, "maxUnavailable: 1\nhealth: {bake: 0s}\n").await;
+    // A pod that takes its whole grace period (KWOK deletes it at its deletion timestamp).
+    let mut d = pinned("slow", 1, "node-0");
+    d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(2);
+    apply(&env, d).await;
+    wait_pods_ready(&mut env, 1).await;
+    let m = machine(&env, &names[0], Duration::from_millis(300)).await;
+    m.stage().await;
+    // A poll so rare that only the pod's deletion timestamp can wake the drain in time
+    // (the next wake-up otherwise: what the node shows settling, 10 s after the drain).
+    let _op = replica_polling(&env, "op-a", Duration::from_secs(600));
+    wait_node(
+        &mut env,
+        "node-0",
+        "node-0 draining",
+        60,
+        phase_is("Draining"),
+    )
+    .await;
+    let draining = std::time::Instant::now();
+    wait_node(&mut env, "node-0", "node-0 past its drain", 60, |n| {
+        label(n, keys::PHASE).as_deref() != Some("Draining")
+    })
+    .await;
+    let took = draining.elapsed();
+    assert!(
+        took < Duration::from_secs(7),
+        "the drain of a pod with 2 s of grace went on after {took:?}"
+    );
+    wait_node(&mut env, "node-0", "node-0 Done", 60, |n| {
+        label(n, keys::PHASE).as_deref() == Some("Done")
+            && annotation(n, keys::BOOTED_VERSION).as_deref() == Some(TO)
+    })
+    .await;
+    assert_eq!(m.boots(), 2);
+}
+
+#[tokio::test]
 async fn a_rollback_fails_the_node_uncordoned_and_halts_the_pool() {
     let (mut env, names) = env_with_nodes(2).await;
     setup(

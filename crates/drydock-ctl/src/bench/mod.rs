@@ -461,10 +461,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
         observed.clone(),
     ));
     // Ready and free of taints before any pod is created: pods created while some nodes
-    // still carry `not-ready` would crowd onto the rest.
+    // still carry `not-ready` would crowd onto the rest. The node lifecycle controller
+    // lifts those taints at its own pace (110 s for 1,000 new nodes).
     let ready = wait_until(
         "every node Ready and untainted",
-        Duration::from_secs(600),
+        Duration::from_secs(600 + opts.nodes as u64 / 4),
         || {
             let o = observed.lock().map_err(|_| anyhow!("observer poisoned"))?;
             Ok(o.unavailable.iter().all(|u| !u) && o.tainted.iter().all(|t| !t))

@@ -224,6 +224,21 @@ pub fn replica_with(
     listen: Option<std::net::SocketAddr>,
     upstreams: Upstreams,
 ) -> JoinHandle<()> {
+    spawn_replica(env, identity, listen, upstreams, Duration::from_secs(1))
+}
+
+/// A replica that looks at a waiting drain every `drain_poll` (the others: every second).
+pub fn replica_polling(env: &TestEnv, identity: &str, drain_poll: Duration) -> JoinHandle<()> {
+    spawn_replica(env, identity, None, Upstreams::default(), drain_poll)
+}
+
+fn spawn_replica(
+    env: &TestEnv,
+    identity: &str,
+    listen: Option<std::net::SocketAddr>,
+    upstreams: Upstreams,
+    drain_poll: Duration,
+) -> JoinHandle<()> {
     let cfg = drydock_operator::Config {
         client: env.client(),
         namespace: NS.into(),
@@ -237,7 +252,7 @@ pub fn replica_with(
             retry_period: Duration::from_millis(500),
         },
         listen,
-        drain_poll: Duration::from_secs(1),
+        drain_poll,
         omaha: upstreams.omaha,
         zincati: upstreams.zincati,
     };
