@@ -81,10 +81,10 @@ pub fn dwell(changes: &[Change]) -> BTreeMap<String, Vec<f64>> {
     let mut since: HashMap<usize, (&str, f64)> = HashMap::new();
     let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for c in changes {
-        if let Some((phase, t)) = since.get(&c.node) {
-            if *phase == c.from {
-                out.entry(c.from.clone()).or_default().push(c.t - t);
-            }
+        if let Some((phase, t)) = since.get(&c.node)
+            && *phase == c.from
+        {
+            out.entry(c.from.clone()).or_default().push(c.t - t);
         }
         since.insert(c.node, (c.to.as_str(), c.t));
     }
@@ -101,10 +101,11 @@ pub fn slots(changes: &[Change]) -> BTreeMap<usize, f64> {
         if matches!(c.to.as_str(), "Cordoned" | "Draining") {
             began.entry(c.node).or_insert(c.t);
         }
-        if c.to == "Done" && !out.contains_key(&c.node) {
-            if let Some(b) = began.get(&c.node) {
-                out.insert(c.node, c.t - b);
-            }
+        if c.to == "Done"
+            && !out.contains_key(&c.node)
+            && let Some(b) = began.get(&c.node)
+        {
+            out.insert(c.node, c.t - b);
         }
     }
     out
