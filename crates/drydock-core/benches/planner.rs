@@ -90,7 +90,6 @@ fn fleet(pods_total: usize) -> (Vec<NodeSnapshot>, Vec<PodSnapshot>, Vec<PdbSnap
             },
             phase: PodPhase::Running,
             ready: true,
-            terminating: false,
             deleted_by: None,
             has_empty_dir: false,
         });

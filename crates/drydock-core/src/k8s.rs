@@ -149,7 +149,6 @@ fn pod_with(p: &Pod, labels: crate::selector::Labels) -> Result<PodSnapshot, Con
         owner,
         phase,
         ready,
-        terminating: p.metadata.deletion_timestamp.is_some(),
         deleted_by: p.metadata.deletion_timestamp.as_ref().map(|t| t.0),
         has_empty_dir: spec
             .and_then(|s| s.volumes.as_ref())
@@ -249,7 +248,7 @@ mod tests {
                 name: "web-5d".into()
             }
         );
-        assert!(s.terminating && s.has_empty_dir && s.ready);
+        assert!(s.terminating() && s.has_empty_dir && s.ready);
         assert_eq!(
             s.deleted_by.map(|t| t.to_string()).as_deref(),
             Some("2026-11-22T10:00:00Z")

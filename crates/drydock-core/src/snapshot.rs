@@ -132,10 +132,9 @@ pub struct PodSnapshot {
     pub phase: PodPhase,
     /// `Ready` condition is `True`.
     pub ready: bool,
-    /// Has a deletion timestamp (already on its way out).
-    pub terminating: bool,
-    /// When a terminating pod's grace period ends (its deletion timestamp): the moment a
-    /// drain waiting for it should look again, rather than at its next poll.
+    /// Its deletion timestamp, set once its deletion began (it is terminating): when its
+    /// grace period ends, the moment a drain waiting for it should look again rather
+    /// than at its next poll.
     pub deleted_by: Option<Timestamp>,
     /// Mounts an `emptyDir` volume (data lost on eviction).
     pub has_empty_dir: bool,
@@ -158,12 +157,17 @@ pub fn first_gone<'a>(
 }
 
 impl PodSnapshot {
+    /// Whether the pod is already on its way out (it has a deletion timestamp).
+    pub fn terminating(&self) -> bool {
+        self.deleted_by.is_some()
+    }
+
     /// Whether a drain has to evict this pod: not a DaemonSet or mirror pod, not finished,
     /// not already terminating.
     pub fn needs_eviction(&self) -> bool {
         !matches!(self.owner, PodOwner::DaemonSet | PodOwner::Mirror)
             && !matches!(self.phase, PodPhase::Succeeded | PodPhase::Failed)
-            && !self.terminating
+            && !self.terminating()
     }
 
     /// Whether the drain must still wait for this pod to go: everything but DaemonSet,
@@ -411,7 +415,6 @@ mod tests {
             },
             phase: PodPhase::Running,
             ready: true,
-            terminating: false,
             deleted_by: None,
             has_empty_dir: false,
         }
@@ -503,9 +506,11 @@ mod tests {
     fn which_pods_a_drain_evicts_and_waits_for() {
         let mut p = pod("a", "b", "n", &[]);
         assert!(p.needs_eviction() && p.blocks_drain());
-        p.terminating = true;
+        p.deleted_by = Some(Timestamp::UNIX_EPOCH); // terminating
+        assert!(p.terminating());
         assert!(!p.needs_eviction() && p.blocks_drain());
-        p.terminating = false;
+        p.deleted_by = None;
+        assert!(!p.terminating());
         p.owner = PodOwner::DaemonSet;
         assert!(!p.needs_eviction() && !p.blocks_drain());
         p.owner = PodOwner::Unmanaged;

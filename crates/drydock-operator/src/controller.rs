@@ -555,9 +555,9 @@ impl Leader {
                     (Some(Instant::now() + Duration::from_secs(2)), false, None)
                 }
             };
-            let ended = Instant::now();
-            let mut deadline = wake;
+            // When the pass ended: the gap to the next one counts from here.
             let now = Instant::now();
+            let mut deadline = wake;
             retry_at.retain(|_, t| *t > now);
             if let Some(t) = retry_at.values().min() {
                 deadline = Some(deadline.map_or(*t, |d| d.min(*t)));
@@ -574,7 +574,7 @@ impl Leader {
                     // Debounce a burst of changes into one pass: a change after a quiet
                     // spell is acted on at once (but for the rest of its burst); passes
                     // that follow each other keep their gap.
-                    let at = (Instant::now() + BURST).max(ended + PASS_GAP);
+                    let at = (Instant::now() + BURST).max(now + PASS_GAP);
                     tokio::time::sleep_until(at).await;
                 }
                 _ = async { match deadline { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}

@@ -588,7 +588,7 @@ mod tests {
         }
         let fleet: FleetPod = serde_json::from_value(full_pod_json()).expect("a fleet pod");
         let read = fleet.read().expect("named");
-        assert!(read.has_empty_dir && read.ready && read.terminating);
+        assert!(read.has_empty_dir && read.ready && read.terminating());
         assert_eq!(read.key(), "shop/web-1");
         let m = &fleet.metadata;
         assert_eq!(

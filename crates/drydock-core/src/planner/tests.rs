@@ -103,7 +103,6 @@ fn pod(ns: &str, name: &str, node: &str, app: &str) -> PodSnapshot {
         },
         phase: PodPhase::Running,
         ready: true,
-        terminating: false,
         deleted_by: None,
         has_empty_dir: false,
     }
@@ -573,7 +572,7 @@ fn daemonset_mirror_and_finished_pods_do_not_block_a_drain() {
 #[test]
 fn terminating_pods_are_waited_for_not_evicted_again() {
     let mut p = pod("shop", "web-1", "a", "web");
-    p.terminating = true;
+    p.deleted_by = Some(jiff::Timestamp::UNIX_EPOCH); // terminating
     let plan = run(
         vec![draining("a", minutes(-1))],
         vec![p],
