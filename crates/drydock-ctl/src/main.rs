@@ -196,6 +196,18 @@ struct BenchArgs {
     /// Seed of the mixed reboot times.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The controller-manager's and scheduler's client QPS and burst, as a large cluster
+    /// sets them (Kubernetes' 5,000-node scalability jobs: 100); 0 keeps their defaults
+    /// (20/30 and 50/100).
+    #[arg(long, default_value_t = 100)]
+    plane_qps: u32,
+    /// How many pod and node stages KWOK plays at once: it stands in for every node's
+    /// kubelet, each of which deletes its own pods; 0 keeps KWOK's default (4).
+    #[arg(long, default_value_t = 64)]
+    kwok_parallelism: u32,
+    /// Keep each run's work directory (every process's log, the audit log) afterwards.
+    #[arg(long)]
+    keep: bool,
     /// Give up on a rollout that takes longer.
     #[arg(long, default_value = "60m", value_parser = parse_timeout)]
     timeout: std::time::Duration,
@@ -230,6 +242,9 @@ fn bench_cmd(args: &BenchArgs) -> ExitCode {
                 max_unavailable: args.max_unavailable,
                 pods_per_node: args.pods_per_node,
                 seed: args.seed,
+                plane_qps: (args.plane_qps > 0).then_some(args.plane_qps),
+                kwok_parallelism: (args.kwok_parallelism > 0).then_some(args.kwok_parallelism),
+                keep: args.keep,
                 timeout: args.timeout,
                 bin_dir: args.bin_dir.clone(),
                 results: args.results.clone(),

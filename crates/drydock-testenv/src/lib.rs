@@ -107,6 +107,17 @@ pub struct Options {
     /// How often KWOK posts a Ready node's status (a kubelet's
     /// `nodeStatusReportFrequency`); default 20–45 s. Lease heartbeats are separate.
     pub node_heartbeat: Option<Duration>,
+    /// The controller-manager's and the scheduler's client rate to the API server
+    /// (`--kube-api-qps` and `--kube-api-burst`, both set to this); default: theirs (20
+    /// and 30 for the controller-manager, 50 and 100 for the scheduler). Large clusters
+    /// raise it: Kubernetes' own 5,000-node scalability jobs run both at 100.
+    pub controller_qps: Option<u32>,
+    /// How many pod and node stages KWOK plays at once (its `podPlayStageParallelism`,
+    /// `nodePlayStageParallelism` and `nodeLeaseParallelism`); default: KWOK's, 4 each.
+    /// KWOK stands in for every node's kubelet, each of which would delete its own pods
+    /// and renew its own Lease: with 4 workers for a fleet, a wave of evicted pods is
+    /// deleted seconds after their grace periods end.
+    pub kwok_parallelism: Option<u32>,
 }
 
 /// The audit policy of [`Options::audit`].
@@ -284,6 +295,12 @@ impl TestEnv {
             }
             None => STAGES.to_string(),
         };
+        let stages_text = match options.kwok_parallelism {
+            Some(n) => format!(
+                "{stages_text}---\napiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions:\n  podPlayStageParallelism: {n}\n  nodePlayStageParallelism: {n}\n  nodeLeaseParallelism: {n}\n"
+            ),
+            None => stages_text,
+        };
         std::fs::write(&stages, stages_text)
             .map_err(|e| Error::Io("writing kwok stages".into(), e))?;
         let audit_log = if options.audit {
@@ -365,6 +382,15 @@ impl TestEnv {
         env.wait_ready("kube-apiserver /readyz", Duration::from_secs(90))
             .await?;
 
+        let qps: Vec<String> = options
+            .controller_qps
+            .map(|q| {
+                vec![
+                    format!("--kube-api-qps={q}"),
+                    format!("--kube-api-burst={q}"),
+                ]
+            })
+            .unwrap_or_default();
         env.spawn(
             &bin,
             "kube-controller-manager",
@@ -380,7 +406,10 @@ impl TestEnv {
                 s("--node-monitor-grace-period=40s"),
                 s("--concurrent-deployment-syncs=10"),
                 s("--v=1"),
-            ],
+            ]
+            .into_iter()
+            .chain(qps.clone())
+            .collect(),
         )?;
         env.spawn(
             &bin,
@@ -391,7 +420,10 @@ impl TestEnv {
                 s("--bind-address=127.0.0.1"),
                 s("--secure-port=0"),
                 s("--v=1"),
-            ],
+            ]
+            .into_iter()
+            .chain(qps)
+            .collect(),
         )?;
         env.spawn(
             &bin,
@@ -426,6 +458,13 @@ impl TestEnv {
         self.components.push(c);
         self.specs.push((bin.join(name), args));
         Ok(())
+    }
+
+    /// Leaves the plane's directory (every component's log, the audit log, etcd's data)
+    /// in place when the plane stops, for a look afterwards; returns where it is.
+    pub fn keep_dir(&mut self) -> &Path {
+        self.dir.disable_cleanup(true);
+        self.dir.path()
     }
 
     /// The API server's audit log, when started with [`Options::audit`].

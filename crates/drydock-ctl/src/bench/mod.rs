@@ -90,6 +90,14 @@ pub struct Options {
     pub pods_per_node: f64,
     /// Seed of the mixed profile's reboot times.
     pub seed: u64,
+    /// The controller-manager's and scheduler's client QPS and burst (`None`: their
+    /// defaults). See [`drydock_testenv::Options::controller_qps`].
+    pub plane_qps: Option<u32>,
+    /// How many stages KWOK plays at once (`None`: its default, 4). See
+    /// [`drydock_testenv::Options::kwok_parallelism`].
+    pub kwok_parallelism: Option<u32>,
+    /// Keep the work directory (every process's log, the audit log) afterwards.
+    pub keep: bool,
     /// Give up when the rollout takes longer.
     pub timeout: Duration,
     /// Where drydock-agent, drydock-operator and drydock-sim are.
@@ -268,6 +276,45 @@ fn proc_stats(pid: u32) -> Option<ProcStats> {
     })
 }
 
+/// The whole machine's CPU time so far (s, summed over cores): busy and idle (idle and
+/// iowait), from `/proc/stat`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct MachineCpu {
+    cores: usize,
+    busy: f64,
+    idle: f64,
+}
+
+fn machine_cpu() -> Option<MachineCpu> {
+    parse_machine_cpu(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+fn parse_machine_cpu(stat: &str) -> Option<MachineCpu> {
+    let total = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = total
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]: guest time is
+    // already in user and nice.
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    let all: u64 = ticks.iter().take(8).sum();
+    let cores = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    Some(MachineCpu {
+        cores,
+        busy: (all - idle) as f64 / 100.0,
+        idle: idle as f64 / 100.0,
+    })
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
 /// The operator's resident set sampled over the rollout (seconds from its start, KiB):
 /// the highest sample and when it came, the last sample, and the series itself in MiB
 /// rounded to 0.1 (one sample per second).
@@ -391,10 +438,17 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
     let bins = Bins::find(opts.bin_dir.as_deref())?;
     std::fs::create_dir_all(&opts.results)
         .with_context(|| format!("creating {}", opts.results.display()))?;
-    let work = tempfile::Builder::new()
+    let mut work = tempfile::Builder::new()
         .prefix("drydock-bench-")
         .tempdir()
         .context("creating the work directory")?;
+    if opts.keep {
+        work.disable_cleanup(true);
+        say(
+            Instant::now(),
+            &format!("logs kept in {}", work.path().display()),
+        );
+    }
     let logs = work.path().join("logs");
     std::fs::create_dir_all(&logs)?;
     let clock = Instant::now();
@@ -403,13 +457,22 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
         clock,
         &format!("{label}: starting the control plane (audit log on)"),
     );
-    let env = TestEnv::start_with(&drydock_testenv::Options {
+    let mut env = TestEnv::start_with(&drydock_testenv::Options {
         audit: true,
         // A kubelet's default nodeStatusReportFrequency.
         node_heartbeat: Some(Duration::from_secs(300)),
+        controller_qps: opts.plane_qps,
+        kwok_parallelism: opts.kwok_parallelism,
     })
     .await
     .context("starting the control plane")?;
+    if opts.keep {
+        let dir = env.keep_dir().display().to_string();
+        say(
+            clock,
+            &format!("the plane's logs and audit log kept in {dir}"),
+        );
+    }
     let client = env.client();
     let kubeconfig = env.kubeconfig().to_path_buf();
     let audit_log = env
@@ -723,6 +786,19 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
     .collect();
     let rollout_from = Timestamp::now();
     let t0 = Instant::now();
+    // Where the machine's CPU goes during the rollout: every plane component, this
+    // process (the simulated agents, kubelets and the observer) and the whole machine.
+    let plane: Vec<(String, u32)> = env
+        .components()
+        .iter()
+        .map(|c| (c.name.clone(), c.pid()))
+        .chain([("drydockctl bench".to_string(), std::process::id())])
+        .collect();
+    let cpu_from: Vec<f64> = plane
+        .iter()
+        .map(|(_, pid)| proc_stats(*pid).map_or(0.0, |s| s.cpu_s))
+        .collect();
+    let machine_from = machine_cpu();
     if let Ok(mut o) = observed.lock() {
         o.started = Some(t0);
         o.initial = o.phase.clone();
@@ -810,6 +886,27 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
     let http = reqwest::Client::new();
     let metrics = demo::scrape(&http, &metrics_url).await.unwrap_or_default();
     let op_final = proc_stats(operator.pid()).unwrap_or(op_peak);
+    let machine_to = machine_cpu();
+    let mut cpu_by_process: serde_json::Map<String, serde_json::Value> = plane
+        .iter()
+        .zip(&cpu_from)
+        .filter_map(|((name, pid), from)| {
+            let to = proc_stats(*pid)?.cpu_s;
+            Some((name.clone(), json!(round2(to - from))))
+        })
+        .collect();
+    cpu_by_process.insert("drydock-operator".into(), json!(round2(op_final.cpu_s)));
+    say(
+        clock,
+        &format!(
+            "CPU seconds over the rollout: {}",
+            cpu_by_process
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
     operator.stop();
     if let Some(mut a) = machine.agent.take() {
         if let Some(s) = proc_stats(a.pid()) {
@@ -884,6 +981,12 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
         "lowerBoundSeconds": bound,
         // How the pods lay over the nodes when the rollout started: the bound counts a
         // node without pods as its reboot alone.
+        // The controller-manager's and scheduler's client QPS and burst (null: their
+        // defaults, 20/30 and 50/100): the ReplicaSet controller recreates evicted pods,
+        // and the budgets wait for those, at this rate.
+        "planeQps": opts.plane_qps,
+        // How many stages KWOK, every node's kubelet here, plays at once (null: 4).
+        "kwokParallelism": opts.kwok_parallelism,
         "podsPerNodeAtStart": {
             "min": pods_on.iter().min(),
             "max": pods_on.iter().max(),
@@ -917,6 +1020,17 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
         },
         "agent": {
             "peakRssMiB": agent_hwm as f64 / 1024.0,
+        },
+        // CPU seconds each process used over the rollout, and the machine's busy and
+        // idle CPU seconds over the same window (all cores).
+        "cpuSecondsByProcess": cpu_by_process,
+        "machineCpuSeconds": match (machine_from, machine_to) {
+            (Some(a), Some(b)) => json!({
+                "cores": b.cores,
+                "busy": round2(b.busy - a.busy),
+                "idle": round2(b.idle - a.idle),
+            }),
+            _ => serde_json::Value::Null,
         },
         "setupSeconds": {
             "nodesReady": ready.as_secs_f64(),
@@ -1184,6 +1298,9 @@ drydock_nodes{pool=\"p\",phase=\"Done\"} 3\n";
             max_unavailable: 20,
             pods_per_node: 1.0,
             seed: 7,
+            plane_qps: None,
+            kwok_parallelism: None,
+            keep: false,
             timeout: Duration::from_secs(60),
             bin_dir: None,
             results: PathBuf::from("/nonexistent"),
@@ -1220,6 +1337,23 @@ drydock_nodes{pool=\"p\",phase=\"Done\"} 3\n";
         let none = rss_summary(&[]);
         assert!(none["highestSampled"].is_null() && none["last"].is_null());
         assert_eq!(none["series"], json!([]));
+    }
+
+    #[test]
+    fn the_machines_cpu_is_read_from_proc_stat() {
+        let stat = "cpu  1000 50 300 5000 200 10 20 0 0 0\ncpu0 500 25 150 2500 100 5 10 0 0 0\ncpu1 500 25 150 2500 100 5 10 0 0 0\nintr 1 2 3\n";
+        assert_eq!(
+            parse_machine_cpu(stat),
+            Some(MachineCpu {
+                cores: 2,
+                busy: 13.8,
+                idle: 52.0
+            })
+        );
+        assert_eq!(parse_machine_cpu("cpu  1 x 3\n"), None);
+        assert_eq!(parse_machine_cpu("intr 1\n"), None);
+        let now = machine_cpu().expect("this machine's /proc/stat");
+        assert!(now.cores >= 1 && now.busy > 0.0, "{now:?}");
     }
 
     #[test]
