@@ -22,7 +22,12 @@
 //! write is a server-side apply of the node's whole operator state (field manager
 //! `drydock-operator`), a function of what was read — so a pass repeated by a new leader
 //! writes the same thing, and nothing lives only in memory except the `Retry-After`
-//! deadlines, which a new leader simply does not know (it asks once more).
+//! deadlines, which a new leader simply does not know (it asks once more), and the
+//! follow-ups still queued: an action's node write is made in the pass, and what it
+//! leaves to do — its Events, its drain's evictions — runs beside the passes, so that a
+//! slow eviction holds up neither the next node's write nor the next pass. A new leader
+//! plans the evictions of a draining node again from its pods; a queued Event is lost
+//! with the leader that held it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -58,7 +63,7 @@ use crate::slim::{FleetNode, FleetPod};
 pub const WAITING_PODS_TTL: Duration = Duration::from_secs(30);
 
 /// How many pod lists a pass has in flight at once.
-const POD_LISTS_AT_ONCE: usize = 8;
+const POD_LISTS_AT_ONCE: usize = 32;
 
 /// Passes start at least this long after the last one ended when a change wakes them,
 /// so a burst of changes (a wave of nodes acknowledging, the pass's own writes coming
@@ -77,6 +82,10 @@ const LIST_ROUNDS: usize = 3;
 
 /// How many nodes a pass writes to at once (each node's own steps stay in order).
 const NODES_AT_ONCE: usize = 16;
+
+/// How many actions' follow-ups (Events, evictions, deletions) run at once beside the
+/// pass's plans and node writes.
+const FOLLOW_UPS_AT_ONCE: usize = 16;
 
 /// At most this many waiting nodes get what they show (phase, reason) written per pass;
 /// the rest are written in the passes that follow at once.
@@ -107,6 +116,131 @@ struct WaitingWrite {
     /// The planner's code for why the node waits (the write's cause names it).
     code: planner::ReasonCode,
 }
+
+/// What an action leaves to do once its node is written: the Events a person follows on
+/// `kubectl describe node`, and its drain's evictions or deletions. None of it takes or
+/// frees a slot, and no later plan of the pass reads it (a draining node's pods that are
+/// not yet evicted count against their budgets either way), so the pass goes on to its
+/// next plan and batch of node writes while these run, and waits for them at its end.
+struct FollowUp {
+    node: Arc<ReadNode>,
+    pool: String,
+    events: Vec<transition::NodeEvent>,
+    evict: Vec<PodRef>,
+    delete: Vec<PodRef>,
+    grace: Option<u64>,
+}
+
+/// The follow-ups' turns. One lock per PodDisruptionBudget (`namespace/name`), so that
+/// evictions under one budget go one at a time: the API server's eviction handler
+/// updates the budget's status with optimistic concurrency and, on a conflict, sleeps
+/// 500 ms and tries again, so two evictions under one budget at once cost one of them
+/// half a second where in turn each takes a round trip. Evictions under different
+/// budgets still run side by side. And one lock per node, so that a node's Events are
+/// recorded in the order of its actions.
+#[derive(Default)]
+struct Locks {
+    budgets: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    nodes: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Locks {
+    /// The lock of `budget`, if the pod has one.
+    fn budget(&self, budget: Option<&str>) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        Some(Self::of(&self.budgets, budget?))
+    }
+
+    /// The lock of a node's Events.
+    fn node(&self, node: &str) -> Arc<tokio::sync::Mutex<()>> {
+        Self::of(&self.nodes, node)
+    }
+
+    fn of(
+        map: &std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+        key: &str,
+    ) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Locks no one holds or waits for are dropped as new ones come.
+        if locks.len() > 1024 {
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        Arc::clone(locks.entry(key.to_string()).or_default())
+    }
+}
+
+/// How long a pod whose eviction was accepted is not evicted again: until the lists of
+/// the passes that follow show it terminating.
+const EVICTED_HOLD: Duration = Duration::from_secs(2);
+
+/// Pods (by UID) that no plan may evict or delete now: those queued or under way in a
+/// follow-up, those just evicted (for [`EVICTED_HOLD`]), and those whose eviction was
+/// refused, until the time the refusal gave (`Retry-After`). Shared by the passes and the
+/// follow-ups; only the refusals wake a pass.
+#[derive(Default)]
+struct PodHolds(std::sync::Mutex<PodHoldsInner>);
+
+#[derive(Default)]
+struct PodHoldsInner {
+    /// Queued or under way.
+    busy: HashSet<String>,
+    /// Done or refused: held until then.
+    until: HashMap<String, Instant>,
+    /// Refused: when to ask again (a pass wakes then).
+    retry: HashMap<String, Instant>,
+}
+
+impl PodHolds {
+    fn inner(&self) -> std::sync::MutexGuard<'_, PodHoldsInner> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `uid` may not be evicted now.
+    fn held(&self, uid: &str, now: Instant) -> bool {
+        let h = self.inner();
+        h.busy.contains(uid) || h.until.get(uid).is_some_and(|t| *t > now)
+    }
+
+    /// A follow-up will evict or delete `uid`.
+    fn hold(&self, uid: &str) {
+        self.inner().busy.insert(uid.to_string());
+    }
+
+    /// Its eviction or deletion was made (or failed): held a little longer, so a list
+    /// made before it does not evict it again.
+    fn done(&self, uid: &str, now: Instant) {
+        let mut h = self.inner();
+        h.busy.remove(uid);
+        h.until.insert(uid.to_string(), now + EVICTED_HOLD);
+    }
+
+    /// Not done after all (leadership lost): free for whoever plans next.
+    fn release(&self, uid: &str) {
+        self.inner().busy.remove(uid);
+    }
+
+    /// Its eviction was refused: asked again at `at`.
+    fn retry_at(&self, uid: String, at: Instant) {
+        let mut h = self.inner();
+        h.busy.remove(&uid);
+        h.until.insert(uid.clone(), at);
+        h.retry.insert(uid, at);
+    }
+
+    /// The earliest refused eviction to ask again after `now`; forgets what is past.
+    fn next_retry(&self, now: Instant) -> Option<Instant> {
+        let mut h = self.inner();
+        h.until.retain(|_, t| *t > now);
+        h.retry.retain(|_, t| *t > now);
+        h.retry.values().min().copied()
+    }
+}
+
+/// The sending end a pass's actions hand their follow-ups to.
+type FollowUps = tokio::sync::mpsc::UnboundedSender<FollowUp>;
 
 /// Pods per node as last listed, for nodes that wait their turn.
 type PodCache = HashMap<String, (Instant, Vec<Arc<PodSnapshot>>)>;
@@ -522,9 +656,16 @@ impl Leader {
         }
     }
 
-    /// Runs passes until leadership is lost.
+    /// Runs passes until leadership is lost, with the actions' follow-ups beside them.
     pub async fn lead(self) {
-        let mut retry_at: HashMap<String, Instant> = HashMap::new();
+        let pods = PodHolds::default();
+        let (follow, queued) = tokio::sync::mpsc::unbounded_channel();
+        tokio::join!(self.passes(&pods, follow), self.follow_ups(queued, &pods));
+    }
+
+    /// The passes: each reads, plans and writes the nodes, and hands what its actions
+    /// leave to do to `follow`, without waiting for it.
+    async fn passes(&self, pods: &PodHolds, follow: FollowUps) {
         let mut reported_config: Option<String> = None;
         // Channel refusals already announced (one Event per node and channel asked for).
         let mut refused: HashSet<(String, String)> = HashSet::new();
@@ -540,11 +681,12 @@ impl Leader {
             self.report_config(&mut reported_config).await;
             let (wake, draining, pods_due) = match self
                 .pass(
-                    &mut retry_at,
+                    pods,
                     &mut refused,
                     &mut pod_cache,
                     &mut settling,
                     &mut own_writes,
+                    &follow,
                 )
                 .await
             {
@@ -558,9 +700,8 @@ impl Leader {
             // When the pass ended: the gap to the next one counts from here.
             let now = Instant::now();
             let mut deadline = wake;
-            retry_at.retain(|_, t| *t > now);
-            if let Some(t) = retry_at.values().min() {
-                deadline = Some(deadline.map_or(*t, |d| d.min(*t)));
+            if let Some(t) = pods.next_retry(now) {
+                deadline = Some(deadline.map_or(t, |d| d.min(t)));
             }
             if draining {
                 // Polled, and looked at again as soon as a terminating pod should be gone.
@@ -583,15 +724,91 @@ impl Leader {
         }
     }
 
+    /// Runs follow-ups as the passes hand them over, a few at once, until the passes
+    /// end (leadership lost). Each one's outcome goes to `pods`.
+    async fn follow_ups(
+        &self,
+        queued: tokio::sync::mpsc::UnboundedReceiver<FollowUp>,
+        pods: &PodHolds,
+    ) {
+        let locks = Locks::default();
+        let jobs =
+            futures_util::stream::unfold(
+                queued,
+                |mut q| async move { q.recv().await.map(|f| (f, q)) },
+            );
+        let running = jobs
+            .map(|f| self.follow_up(f, &locks, pods))
+            .buffer_unordered(FOLLOW_UPS_AT_ONCE);
+        let mut running = std::pin::pin!(running);
+        while running.next().await.is_some() {}
+    }
+
+    /// An action's Events (in the order its node's actions came) beside its evictions or
+    /// deletions (in order, one at a time per budget: see [`Locks`]). Nothing is done
+    /// once leadership is lost.
+    async fn follow_up(&self, f: FollowUp, locks: &Locks, pods: &PodHolds) {
+        let events = async {
+            let lock = locks.node(&f.node.name);
+            let _turn = lock.lock().await;
+            for e in &f.events {
+                if self.check_leading().is_err() {
+                    return;
+                }
+                self.event(&f.node, e.severity, e.reason, e.note.clone())
+                    .await;
+            }
+        };
+        let drain = async {
+            for pod in &f.evict {
+                if self.check_leading().is_err() {
+                    pods.release(&pod.uid);
+                    continue;
+                }
+                let lock = locks.budget(pod.pdb.as_deref());
+                let _turn = match &lock {
+                    Some(l) => Some(l.lock().await),
+                    None => None,
+                };
+                match self.evict(&f.node, &f.pool, pod, f.grace).await {
+                    Some((uid, at)) => {
+                        pods.retry_at(uid, at);
+                        // The passes' next wake must count this retry.
+                        self.fleet.changed.notify_one();
+                    }
+                    None => pods.done(&pod.uid, Instant::now()),
+                }
+            }
+            for pod in &f.delete {
+                if self.check_leading().is_err() {
+                    pods.release(&pod.uid);
+                    continue;
+                }
+                match drain::delete(&self.client, pod, f.grace).await {
+                    Ok(Evicted::Refused { status, message }) => {
+                        warn!(pod = %pod.name, status, %message, "delete refused")
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "delete failed"),
+                }
+                pods.done(&pod.uid, Instant::now());
+            }
+        };
+        tokio::join!(events, drain);
+    }
+
     /// One pass; returns when to wake for the plan, whether a drain is waiting, and when
-    /// the first of the draining nodes' terminating pods should be gone.
+    /// the first of the draining nodes' terminating pods should be gone. Each action's
+    /// follow-up goes to `follow`, its pods held in `pods` until it is done.
+    /// The pass's plans and writes; each action's follow-up goes to `follow`.
     async fn pass(
         &self,
-        retry_at: &mut HashMap<String, Instant>,
+        pods: &PodHolds,
         refused: &mut HashSet<(String, String)>,
         pod_cache: &mut PodCache,
         settling: &mut Settling,
         own_writes: &mut OwnWrites,
+        follow: &FollowUps,
     ) -> Result<(Option<Instant>, bool, Option<Instant>), ActError> {
         let policy = self.fleet.policy.borrow().policy.clone();
         // The cache's nodes are taken here and let go before the first await: from here
@@ -706,7 +923,7 @@ impl Leader {
                 break;
             }
             let done = self
-                .act_on(freeing, &snapshot, &policy, now, retry_at)
+                .act_on(freeing, &snapshot, &policy, now, pods, follow)
                 .await?;
             stale |= take_written(&done, &mut node_snaps, own_writes) > 0;
             acted.extend(done);
@@ -736,7 +953,7 @@ impl Leader {
             draining |= starting.iter().any(|a| drains(a));
             let tried = starting.len();
             let started = self
-                .act_on(starting, &snapshot, &policy, now, retry_at)
+                .act_on(starting, &snapshot, &policy, now, pods, follow)
                 .await?;
             let written = take_written(&started, &mut node_snaps, own_writes);
             acted.extend(started);
@@ -751,7 +968,9 @@ impl Leader {
             .filter(|a| !acted.contains_key(&a.node))
             .collect();
         draining |= rest.iter().any(|a| drains(a));
-        let done = self.act_on(rest, &snapshot, &policy, now, retry_at).await?;
+        let done = self
+            .act_on(rest, &snapshot, &policy, now, pods, follow)
+            .await?;
         take_written(&done, &mut node_snaps, own_writes);
 
         let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
@@ -954,16 +1173,16 @@ impl Leader {
     /// independent of every other node's, so several nodes are acted on at once (each
     /// node's own steps stay in order) and one slow write does not hold up the rest.
     /// Returns every node acted on, with the Node as its write left it (None when the
-    /// action wrote nothing or failed); refused evictions' retry times go to `retry_at`.
+    /// action wrote nothing or failed); what each action leaves to do goes to `follow`.
     async fn act_on(
         &self,
         actions: Vec<&PlannedAction>,
         snapshot: &Snapshot,
         policy: &Policy,
         now: Timestamp,
-        retry_at: &mut HashMap<String, Instant>,
+        pods: &PodHolds,
+        follow: &FollowUps,
     ) -> Result<HashMap<String, Option<FleetNode>>, ActError> {
-        let retry_now = &*retry_at;
         let mut jobs = Vec::with_capacity(actions.len());
         for a in actions {
             let grace = policy.all_pools().find(|p| p.name == a.pool).and_then(|p| {
@@ -975,20 +1194,22 @@ impl Leader {
             let Some(read) = snapshot.node_index(&a.node).map(|i| &snapshot.nodes()[i]) else {
                 continue;
             };
-            jobs.push(async move {
-                (
-                    a,
-                    self.act(read, read.state(), a, now, grace, retry_now).await,
-                )
-            });
+            jobs.push(async move { (a, self.act(read, read.state(), a, now, grace, pods).await) });
         }
         let mut acting = futures_util::stream::iter(jobs).buffer_unordered(NODES_AT_ONCE);
-        let mut retries = Vec::new();
         let mut acted = HashMap::new();
         while let Some((a, result)) = acting.next().await {
             match result {
-                Ok((r, written)) => {
-                    retries.extend(r);
+                Ok((follow_up, written)) => {
+                    if let Some(f) = follow_up {
+                        // Held from now on, so that no later plan evicts them again
+                        // while this is queued or under way.
+                        for pod in f.evict.iter().chain(&f.delete) {
+                            pods.hold(&pod.uid);
+                        }
+                        // The receiver lives as long as the passes.
+                        let _ = follow.send(f);
+                    }
                     acted.insert(a.node.clone(), written);
                 }
                 Err(ActError::NotLeading) => return Err(ActError::NotLeading),
@@ -998,21 +1219,20 @@ impl Leader {
                 }
             }
         }
-        drop(acting);
-        retry_at.extend(retries);
         Ok(acted)
     }
 
+    /// Writes the node's next operator state for `a`; returns what is left to do (its
+    /// Events, evictions, deletions) and the Node as written.
     async fn act(
         &self,
-        node: &NodeSnapshot,
+        node: &Arc<ReadNode>,
         state: &NodeState,
         a: &PlannedAction,
         now: Timestamp,
         grace: Option<u64>,
-        retry_at: &HashMap<String, Instant>,
-    ) -> Result<(Vec<(String, Instant)>, Option<FleetNode>), ActError> {
-        let mut retries = Vec::new();
+        pods: &PodHolds,
+    ) -> Result<(Option<FollowUp>, Option<FleetNode>), ActError> {
         let next = transition::after_action(state, a, now);
         let mut written = None;
         if next != state.operator {
@@ -1023,34 +1243,35 @@ impl Leader {
         let first_time = state.operator.phase() != a.action.next_phase()
             || state.operator.reason_code.as_deref() != Some(a.reason.code.as_str())
             || matches!(a.action, Action::Drain { start: true, .. });
+        let mut follow_up = FollowUp {
+            node: Arc::clone(node),
+            pool: a.pool.clone(),
+            events: Vec::new(),
+            evict: Vec::new(),
+            delete: Vec::new(),
+            grace,
+        };
         if first_time {
             info!(node = %a.node, pool = %a.pool, action = a.action.name(), reason = %a.reason.message, "act");
             self.metrics.action(a.action.name());
-            for e in transition::events_for(state, a) {
-                self.event(node, e.severity, e.reason, e.note).await;
-            }
+            follow_up.events = transition::events_for(state, a);
         }
         match &a.action {
             Action::Drain { evict, .. } => {
-                for pod in evict {
-                    if retry_at.get(&pod.uid).is_some_and(|t| *t > Instant::now()) {
-                        continue;
-                    }
-                    self.check_leading()?;
-                    retries.extend(self.evict(node, &a.pool, pod, grace).await);
-                }
+                let now = Instant::now();
+                follow_up.evict = evict
+                    .iter()
+                    .filter(|pod| !pods.held(&pod.uid, now))
+                    .cloned()
+                    .collect();
             }
             Action::ForceDrain { delete } => {
-                for pod in delete {
-                    self.check_leading()?;
-                    match drain::delete(&self.client, pod, grace).await {
-                        Ok(Evicted::Refused { status, message }) => {
-                            warn!(pod = %pod.name, status, %message, "delete refused")
-                        }
-                        Ok(_) => {}
-                        Err(e) => warn!(error = %e, "delete failed"),
-                    }
-                }
+                let now = Instant::now();
+                follow_up.delete = delete
+                    .iter()
+                    .filter(|pod| !pods.held(&pod.uid, now))
+                    .cloned()
+                    .collect();
             }
             Action::GrantReboot { .. } => {
                 self.metrics.reboot_granted(&a.pool);
@@ -1062,7 +1283,10 @@ impl Leader {
             }
             _ => {}
         }
-        Ok((retries, written))
+        let empty = follow_up.events.is_empty()
+            && follow_up.evict.is_empty()
+            && follow_up.delete.is_empty();
+        Ok(((!empty).then_some(follow_up), written))
     }
 
     /// Asks the Eviction API for `pod`; returns when to ask again if it was refused.
@@ -1113,5 +1337,95 @@ impl Leader {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_is_held_while_its_eviction_is_queued_and_a_little_after() {
+        let pods = PodHolds::default();
+        let t = Instant::now();
+        assert!(!pods.held("a", t));
+        pods.hold("a");
+        assert!(pods.held("a", t), "queued or under way");
+        assert!(
+            pods.held("a", t + Duration::from_secs(3600)),
+            "however long it takes"
+        );
+        pods.done("a", t);
+        assert!(
+            pods.held("a", t + EVICTED_HOLD / 2),
+            "a list made before it ran"
+        );
+        assert!(
+            !pods.held("a", t + EVICTED_HOLD),
+            "the next lists show it terminating"
+        );
+        // Done is no retry: it wakes no pass.
+        assert_eq!(pods.next_retry(t), None);
+    }
+
+    #[test]
+    fn a_refused_eviction_is_held_until_its_retry_which_wakes_a_pass() {
+        let pods = PodHolds::default();
+        let t = Instant::now();
+        pods.hold("a");
+        pods.hold("b");
+        pods.retry_at("a".into(), t + Duration::from_secs(5));
+        pods.retry_at("b".into(), t + Duration::from_secs(2));
+        assert!(pods.held("a", t + Duration::from_secs(4)));
+        assert!(!pods.held("a", t + Duration::from_secs(5)));
+        assert_eq!(pods.next_retry(t), Some(t + Duration::from_secs(2)));
+        // What is past is forgotten: the next retry is the later one, then none.
+        assert_eq!(
+            pods.next_retry(t + Duration::from_secs(3)),
+            Some(t + Duration::from_secs(5))
+        );
+        assert_eq!(pods.next_retry(t + Duration::from_secs(6)), None);
+        assert!(!pods.held("a", t + Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn a_released_pod_is_free_at_once() {
+        let pods = PodHolds::default();
+        let t = Instant::now();
+        pods.hold("a");
+        pods.release("a");
+        assert!(!pods.held("a", t));
+    }
+
+    #[tokio::test]
+    async fn evictions_under_one_budget_take_turns_and_others_do_not_wait() {
+        let locks = Locks::default();
+        assert!(
+            locks.budget(None).is_none(),
+            "a pod without a budget waits for none"
+        );
+        let web = locks.budget(Some("shop/web")).expect("a lock");
+        let again = locks.budget(Some("shop/web")).expect("a lock");
+        assert!(Arc::ptr_eq(&web, &again), "one lock per budget");
+        let db = locks.budget(Some("shop/db")).expect("a lock");
+        let held = web.lock().await;
+        assert!(again.try_lock().is_err(), "the same budget waits its turn");
+        assert!(db.try_lock().is_ok(), "another budget does not");
+        drop(held);
+        assert!(again.try_lock().is_ok());
+        assert!(Arc::ptr_eq(&locks.node("n1"), &locks.node("n1")));
+        assert!(!Arc::ptr_eq(&locks.node("n1"), &locks.node("n2")));
+    }
+
+    #[test]
+    fn locks_no_one_holds_are_dropped_once_there_are_many() {
+        let locks = Locks::default();
+        let kept = locks.node("kept");
+        for i in 0..1100 {
+            drop(locks.node(&format!("n{i}")));
+        }
+        let n = locks.nodes.lock().map(|m| m.len()).unwrap_or_default();
+        assert!(n < 1100, "{n} locks kept");
+        assert!(Arc::ptr_eq(&kept, &locks.node("kept")), "a held lock stays");
     }
 }
