@@ -204,6 +204,14 @@ impl PodHolds {
         h.busy.contains(uid) || h.until.get(uid).is_some_and(|t| *t > now)
     }
 
+    /// Those of `pods` no plan holds at `now`.
+    fn free(&self, pods: &[PodRef], now: Instant) -> Vec<PodRef> {
+        pods.iter()
+            .filter(|pod| !self.held(&pod.uid, now))
+            .cloned()
+            .collect()
+    }
+
     /// A follow-up will evict or delete `uid`.
     fn hold(&self, uid: &str) {
         self.inner().busy.insert(uid.to_string());
@@ -1257,22 +1265,8 @@ impl Leader {
             follow_up.events = transition::events_for(state, a);
         }
         match &a.action {
-            Action::Drain { evict, .. } => {
-                let now = Instant::now();
-                follow_up.evict = evict
-                    .iter()
-                    .filter(|pod| !pods.held(&pod.uid, now))
-                    .cloned()
-                    .collect();
-            }
-            Action::ForceDrain { delete } => {
-                let now = Instant::now();
-                follow_up.delete = delete
-                    .iter()
-                    .filter(|pod| !pods.held(&pod.uid, now))
-                    .cloned()
-                    .collect();
-            }
+            Action::Drain { evict, .. } => follow_up.evict = pods.free(evict, Instant::now()),
+            Action::ForceDrain { delete } => follow_up.delete = pods.free(delete, Instant::now()),
             Action::GrantReboot { .. } => {
                 self.metrics.reboot_granted(&a.pool);
                 if let Some(started) = state.operator.drain_started {
@@ -1386,6 +1380,24 @@ mod tests {
         );
         assert_eq!(pods.next_retry(t + Duration::from_secs(6)), None);
         assert!(!pods.held("a", t + Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn a_plan_hands_out_only_the_pods_no_one_holds() {
+        let pod = |uid: &str| PodRef {
+            namespace: "shop".into(),
+            name: format!("web-{uid}"),
+            uid: uid.into(),
+            pdb: Some("shop/web".into()),
+        };
+        let pods = PodHolds::default();
+        let t = Instant::now();
+        pods.hold("b");
+        pods.retry_at("c".into(), t + Duration::from_secs(5));
+        let free = pods.free(&[pod("a"), pod("b"), pod("c")], t);
+        assert_eq!(free, vec![pod("a")]);
+        let later = pods.free(&[pod("a"), pod("b"), pod("c")], t + Duration::from_secs(5));
+        assert_eq!(later, vec![pod("a"), pod("c")], "b is still under way");
     }
 
     #[test]
