@@ -201,10 +201,18 @@ struct BenchArgs {
     /// (20/30 and 50/100).
     #[arg(long, default_value_t = 100)]
     plane_qps: u32,
-    /// How many pod and node stages KWOK plays at once: it stands in for every node's
-    /// kubelet, each of which deletes its own pods; 0 keeps KWOK's default (4).
+    /// How many pod stages KWOK plays at once: it stands in for every node's kubelet,
+    /// each of which deletes its own pods; 0 keeps KWOK's default (4).
     #[arg(long, default_value_t = 64)]
     kwok_parallelism: u32,
+    /// How many node stages and node Lease renewals KWOK plays at once; 0 keeps KWOK's
+    /// default (4).
+    #[arg(long, default_value_t = 64)]
+    kwok_node_parallelism: u32,
+    /// The node Leases' duration in seconds (renewed a quarter of it apart) and the
+    /// controller-manager's node grace period; a kubelet's is 40.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(10..=3600))]
+    node_lease_seconds: u32,
     /// Keep each run's work directory (every process's log, the audit log) afterwards.
     #[arg(long)]
     keep: bool,
@@ -244,6 +252,10 @@ fn bench_cmd(args: &BenchArgs) -> ExitCode {
                 seed: args.seed,
                 plane_qps: (args.plane_qps > 0).then_some(args.plane_qps),
                 kwok_parallelism: (args.kwok_parallelism > 0).then_some(args.kwok_parallelism),
+                kwok_node_parallelism: (args.kwok_node_parallelism > 0)
+                    .then_some(args.kwok_node_parallelism),
+                node_lease_seconds: (args.node_lease_seconds != 40)
+                    .then_some(args.node_lease_seconds),
                 keep: args.keep,
                 timeout: args.timeout,
                 bin_dir: args.bin_dir.clone(),

@@ -112,12 +112,20 @@ pub struct Options {
     /// and 30 for the controller-manager, 50 and 100 for the scheduler). Large clusters
     /// raise it: Kubernetes' own 5,000-node scalability jobs run both at 100.
     pub controller_qps: Option<u32>,
-    /// How many pod and node stages KWOK plays at once (its `podPlayStageParallelism`,
-    /// `nodePlayStageParallelism` and `nodeLeaseParallelism`); default: KWOK's, 4 each.
-    /// KWOK stands in for every node's kubelet, each of which would delete its own pods
-    /// and renew its own Lease: with 4 workers for a fleet, a wave of evicted pods is
-    /// deleted seconds after their grace periods end.
+    /// How many pod stages KWOK plays at once (its `podPlayStageParallelism`); default:
+    /// KWOK's, 4. KWOK stands in for every node's kubelet, each of which would delete its
+    /// own pods: with 4 workers for a fleet, a wave of evicted pods is deleted seconds
+    /// after their grace periods end.
     pub kwok_parallelism: Option<u32>,
+    /// How many node stages and node Lease renewals KWOK plays at once (its
+    /// `nodePlayStageParallelism` and `nodeLeaseParallelism`); default: KWOK's, 4 each.
+    pub kwok_node_parallelism: Option<u32>,
+    /// The node Leases' duration, in seconds (KWOK renews each a quarter of it apart, as
+    /// a kubelet does), and the controller-manager's `--node-monitor-grace-period` with
+    /// it; default 40 (a kubelet's lease duration). Every renewal is a write: 5,000
+    /// nodes at 40 s make 500 a second, which a 2-core machine's API server cannot take
+    /// beside the fleet it simulates.
+    pub node_lease_seconds: Option<u32>,
 }
 
 /// The audit policy of [`Options::audit`].
@@ -295,12 +303,23 @@ impl TestEnv {
             }
             None => STAGES.to_string(),
         };
-        let stages_text = match options.kwok_parallelism {
-            Some(n) => format!(
-                "{stages_text}---\napiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions:\n  podPlayStageParallelism: {n}\n  nodePlayStageParallelism: {n}\n  nodeLeaseParallelism: {n}\n"
-            ),
-            None => stages_text,
+        let mut kwok_options = String::new();
+        if let Some(n) = options.kwok_parallelism {
+            kwok_options.push_str(&format!("  podPlayStageParallelism: {n}\n"));
+        }
+        if let Some(n) = options.kwok_node_parallelism {
+            kwok_options.push_str(&format!(
+                "  nodePlayStageParallelism: {n}\n  nodeLeaseParallelism: {n}\n"
+            ));
+        }
+        let stages_text = if kwok_options.is_empty() {
+            stages_text
+        } else {
+            format!(
+                "{stages_text}---\napiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions:\n{kwok_options}"
+            )
         };
+        let lease_seconds = options.node_lease_seconds.unwrap_or(40);
         std::fs::write(&stages, stages_text)
             .map_err(|e| Error::Io("writing kwok stages".into(), e))?;
         let audit_log = if options.audit {
@@ -403,7 +422,7 @@ impl TestEnv {
                 s("--use-service-account-credentials=false"),
                 s("--bind-address=127.0.0.1"),
                 s("--secure-port=0"),
-                s("--node-monitor-grace-period=40s"),
+                format!("--node-monitor-grace-period={lease_seconds}s"),
                 s("--concurrent-deployment-syncs=10"),
                 s("--v=1"),
             ]
@@ -433,7 +452,7 @@ impl TestEnv {
                 format!("--config={}", p(&stages)),
                 s("--manage-all-nodes=false"),
                 format!("--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake"),
-                s("--node-lease-duration-seconds=40"),
+                format!("--node-lease-duration-seconds={lease_seconds}"),
                 s("--cidr=10.0.0.1/16"),
                 format!("--server-address=127.0.0.1:{kwok_port}"),
             ],

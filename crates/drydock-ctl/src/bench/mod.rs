@@ -93,9 +93,15 @@ pub struct Options {
     /// The controller-manager's and scheduler's client QPS and burst (`None`: their
     /// defaults). See [`drydock_testenv::Options::controller_qps`].
     pub plane_qps: Option<u32>,
-    /// How many stages KWOK plays at once (`None`: its default, 4). See
+    /// How many pod stages KWOK plays at once (`None`: its default, 4). See
     /// [`drydock_testenv::Options::kwok_parallelism`].
     pub kwok_parallelism: Option<u32>,
+    /// How many node stages and Lease renewals KWOK plays at once (`None`: its default,
+    /// 4). See [`drydock_testenv::Options::kwok_node_parallelism`].
+    pub kwok_node_parallelism: Option<u32>,
+    /// The node Leases' duration in seconds (`None`: 40). See
+    /// [`drydock_testenv::Options::node_lease_seconds`].
+    pub node_lease_seconds: Option<u32>,
     /// Keep the work directory (every process's log, the audit log) afterwards.
     pub keep: bool,
     /// Give up when the rollout takes longer.
@@ -463,6 +469,8 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
         node_heartbeat: Some(Duration::from_secs(300)),
         controller_qps: opts.plane_qps,
         kwok_parallelism: opts.kwok_parallelism,
+        kwok_node_parallelism: opts.kwok_node_parallelism,
+        node_lease_seconds: opts.node_lease_seconds,
     })
     .await
     .context("starting the control plane")?;
@@ -985,8 +993,13 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
         // defaults, 20/30 and 50/100): the ReplicaSet controller recreates evicted pods,
         // and the budgets wait for those, at this rate.
         "planeQps": opts.plane_qps,
-        // How many stages KWOK, every node's kubelet here, plays at once (null: 4).
+        // How many pod stages KWOK, every node's kubelet here, plays at once (null: 4;
+        // before 2026-12-07 node stages and Lease renewals too).
         "kwokParallelism": opts.kwok_parallelism,
+        // How many node stages and Lease renewals it plays at once (null: 4).
+        "kwokNodeParallelism": opts.kwok_node_parallelism,
+        // The node Leases' duration and the controller-manager's grace period (null: 40).
+        "nodeLeaseSeconds": opts.node_lease_seconds,
         "podsPerNodeAtStart": {
             "min": pods_on.iter().min(),
             "max": pods_on.iter().max(),
@@ -1300,6 +1313,8 @@ drydock_nodes{pool=\"p\",phase=\"Done\"} 3\n";
             seed: 7,
             plane_qps: None,
             kwok_parallelism: None,
+            kwok_node_parallelism: None,
+            node_lease_seconds: None,
             keep: false,
             timeout: Duration::from_secs(60),
             bin_dir: None,
