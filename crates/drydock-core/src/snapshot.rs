@@ -156,6 +156,24 @@ pub fn first_gone<'a>(
     first.duration_since(now).try_into().ok()
 }
 
+/// Whether one of `pods` is past its deletion timestamp, by less than `within`, and still
+/// there: its deletion should reach the API server any moment. A deletion timestamp is
+/// shown to the second, rounded down, and the kubelet deletes the pod only once its
+/// containers have stopped, so a drain that looked when the timestamp came often finds
+/// the pod still there; it looks again soon rather than at its next poll, for a while.
+pub fn overdue<'a>(
+    pods: impl IntoIterator<Item = &'a PodSnapshot>,
+    now: Timestamp,
+    within: std::time::Duration,
+) -> bool {
+    let Ok(within) = jiff::SignedDuration::try_from(within) else {
+        return false;
+    };
+    pods.into_iter()
+        .filter_map(|p| p.deleted_by)
+        .any(|t| t <= now && now.duration_since(t) < within)
+}
+
 impl PodSnapshot {
     /// Whether the pod is already on its way out (it has a deletion timestamp).
     pub fn terminating(&self) -> bool {
@@ -499,6 +517,32 @@ mod tests {
             first_gone(&pods, now),
             None,
             "due now or before is not ahead"
+        );
+    }
+
+    #[test]
+    fn a_pod_just_past_its_deletion_timestamp_is_overdue_for_a_while() {
+        let now: Timestamp = "2026-12-06T10:00:00Z".parse().expect("a time");
+        let at = |s: &str| Some(s.parse::<Timestamp>().expect("a time"));
+        let within = std::time::Duration::from_secs(3);
+        let mut pods: Vec<PodSnapshot> = (0..3)
+            .map(|i| pod("a", &format!("p{i}"), "n", &[]))
+            .collect();
+        assert!(!overdue(&pods, now, within), "nothing terminating");
+        pods[0].deleted_by = at("2026-12-06T10:00:04Z");
+        assert!(!overdue(&pods, now, within), "still in its grace period");
+        pods[1].deleted_by = at("2026-12-06T09:59:55Z");
+        assert!(
+            !overdue(&pods, now, within),
+            "late for long: the poll looks"
+        );
+        pods[2].deleted_by = at("2026-12-06T09:59:58Z");
+        assert!(overdue(&pods, now, within), "2 s late");
+        pods[2].deleted_by = at("2026-12-06T10:00:00Z");
+        assert!(overdue(&pods, now, within), "due now");
+        assert!(
+            !overdue(&pods, now, std::time::Duration::ZERO),
+            "no window, nothing overdue"
         );
     }
 
