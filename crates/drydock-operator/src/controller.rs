@@ -231,8 +231,9 @@ impl Default for Slots {
     }
 }
 
-/// Runs `request` (an eviction under `budget`) in its budget's turn and with an eviction
-/// slot, taken in that order: a request waiting for its turn holds no slot.
+/// Runs `request` (an eviction under `budget`, or a deletion under none) in its budget's
+/// turn and with an eviction slot, taken in that order: a request waiting for its turn
+/// holds no slot.
 async fn in_turn<T>(
     locks: &Locks,
     slots: &Slots,
@@ -889,18 +890,22 @@ impl Leader {
                 Some(None) => pods.done(&pod.uid, Instant::now()),
             }
         }));
+        // A forced drain's deletions take slots as evictions do; no budget has a say.
         let deletions = futures_util::future::join_all(f.delete.iter().map(|pod| async move {
-            let _slot = slots.evictions.acquire().await;
-            if self.check_leading().is_err() {
-                pods.release(&pod.uid);
-                return;
-            }
-            match drain::delete(&self.client, pod, f.grace).await {
-                Ok(Evicted::Refused { status, message }) => {
+            let asked = in_turn(locks, slots, None, async {
+                if self.check_leading().is_err() {
+                    return None;
+                }
+                Some(drain::delete(&self.client, pod, f.grace).await)
+            })
+            .await;
+            match asked {
+                None => return pods.release(&pod.uid),
+                Some(Ok(Evicted::Refused { status, message })) => {
                     warn!(pod = %pod.name, status, %message, "delete refused")
                 }
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "delete failed"),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => warn!(error = %e, "delete failed"),
             }
             pods.done(&pod.uid, Instant::now());
         }));
