@@ -393,6 +393,12 @@ pub struct Plan {
     /// neither `actions` nor `waiting` (the plan cannot say yet), and each holds a slot of
     /// its pool meanwhile, so there are never more of them than free slots.
     pub list_pods: Vec<String>,
+    /// Nodes next in line for a full pool's slots whose pods the snapshot lacks, by name:
+    /// of the first [`LIST_AHEAD_MAX`] in line, as many as the pool has nodes past their
+    /// drain (they free a slot within a reboot). Listed ahead, their pods are at hand
+    /// when a slot frees, and the pass that frees it starts the next drain without a list
+    /// and another plan in between.
+    pub list_ahead: Vec<String>,
 }
 
 impl Plan {
@@ -406,6 +412,13 @@ impl Plan {
         self.waiting.iter().find(|w| w.node == node)
     }
 }
+
+/// How far down a full pool's queue its pods are listed ahead ([`Plan::list_ahead`]):
+/// a few batches of freed slots' worth. Further down, a list would age out of the pod
+/// cache before its node's turn on a large pool, and the reads would crowd a busy API
+/// server for nothing (at 5,000 nodes with 1,000 slots, listing as far as the nodes past
+/// their drain made 1.4 lists ahead per update, and candidates were listed again).
+pub const LIST_AHEAD_MAX: usize = 64;
 
 /// FNV-1a, 64 bit: a stable hash (std's hashers are randomised or may change).
 pub(crate) fn fnv1a(parts: &[&str]) -> u64 {
@@ -466,6 +479,8 @@ struct Pass<'a> {
     wakeups: Vec<Timestamp>,
     /// Candidates to drain whose pods the snapshot does not have.
     list_pods: Vec<String>,
+    /// Queued behind a full pool, next in line, pods unlisted (see [`Plan::list_ahead`]).
+    list_ahead: Vec<String>,
 }
 
 impl<'a> Pass<'a> {
@@ -1099,6 +1114,10 @@ struct PoolTally {
     starting: usize,
     /// Candidates whose slot is held while their pods are listed.
     listing: usize,
+    /// Disrupted nodes past their drain: the slots that free next.
+    past_drain: usize,
+    /// Candidates seen so far that wait only for a slot.
+    in_line: usize,
     target: Option<OsVersion>,
     at_target: usize,
 }
@@ -1135,6 +1154,7 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
         t.nodes += 1;
         t.unavailable += usize::from(v.unavailable());
         t.in_flight += usize::from(v.phase().is_disrupting());
+        t.past_drain += usize::from(v.phase().is_disrupting() && v.phase() != Phase::Draining);
         if v.phase() == Phase::Failed {
             t.failed.push(v.node.name.clone());
         }
@@ -1173,6 +1193,7 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
         answers: (0..snapshot.nodes().len()).map(|_| None).collect(),
         wakeups: Vec::new(),
         list_pods: Vec::new(),
+        list_ahead: Vec::new(),
     };
 
     let window_states: Vec<WindowState> = pools.iter().map(|p| p.schedule.state(now)).collect();
@@ -1428,6 +1449,13 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
             None
         })();
         if let Some(reason) = gate {
+            if reason.code == ReasonCode::PoolAtCapacity {
+                let t = &mut tally[pi];
+                t.in_line += 1;
+                if t.in_line <= t.past_drain.min(LIST_AHEAD_MAX) && !snapshot.pods_listed(v.idx) {
+                    pass.list_ahead.push(v.node.name.clone());
+                }
+            }
             // A node the budgets held back keeps saying so while they still do, when the
             // pool fills up meanwhile: both are true, the budget is the more telling, and
             // a queue that swapped reasons each time a slot freed and filled would cost a
@@ -1525,5 +1553,6 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, now: Timestamp) -> Plan {
         pools: pools_out,
         next_wakeup,
         list_pods,
+        list_ahead: pass.list_ahead,
     }
 }

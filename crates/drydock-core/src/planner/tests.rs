@@ -464,6 +464,86 @@ fn pods_are_asked_for_only_to_fill_free_slots_and_listing_them_gives_the_full_pl
 }
 
 #[test]
+fn a_full_pool_lists_ahead_as_many_of_its_next_nodes_as_it_has_nodes_past_their_drain() {
+    // A pool of 3 with a node draining and two granted: the two granted free a slot
+    // within a reboot, so the next two in line have their pods listed ahead; the one
+    // draining does not count (its slot frees later).
+    let mut nodes = vec![
+        draining("d0", minutes(-1)),
+        granted("g0", minutes(-1), 1),
+        granted("g1", minutes(-1), 2),
+    ];
+    let queued: Vec<String> = (0..6).map(|i| format!("q{i}")).collect();
+    nodes.extend(queued.iter().map(|n| node(n)));
+    let p = policy("maxUnavailable: 3");
+    let all_unlisted = Snapshot::new(nodes.clone(), vec![], vec![])
+        .with_pods_unlisted(queued.iter().map(String::as_str));
+    let plan = plan_of(&all_unlisted, &p);
+    assert!(plan.list_pods.is_empty(), "no free slot: {plan:#?}");
+    assert_eq!(plan.list_ahead.len(), 2, "{plan:#?}");
+    for name in &plan.list_ahead {
+        assert_eq!(wait_code(&plan, name), ReasonCode::PoolAtCapacity);
+    }
+
+    // Listed ahead, the same two come first in line: once they are listed nothing more
+    // is asked for, and when a slot frees the first of them starts without a list.
+    let rest: Vec<&str> = queued
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !plan.list_ahead.iter().any(|a| a == n))
+        .collect();
+    let listed_ahead =
+        Snapshot::new(nodes.clone(), vec![], vec![]).with_pods_unlisted(rest.iter().copied());
+    assert!(plan_of(&listed_ahead, &p).list_ahead.is_empty());
+    let mut freed = nodes.clone();
+    freed.retain(|n| n.name != "g0");
+    let freed = Snapshot::new(freed, vec![], vec![]).with_pods_unlisted(rest.iter().copied());
+    let next = plan_of(&freed, &p);
+    assert!(next.list_pods.is_empty(), "{next:#?}");
+    assert_eq!(started(&next), vec![plan.list_ahead[0].as_str()]);
+
+    // Nothing is listed ahead while the pool has room (its candidates are listed to
+    // start) or nothing past its drain.
+    let draining_only: Vec<NodeSnapshot> = std::iter::once(draining("d0", minutes(-1)))
+        .chain(queued.iter().map(|n| node(n)))
+        .collect();
+    let s = Snapshot::new(draining_only, vec![], vec![])
+        .with_pods_unlisted(queued.iter().map(String::as_str));
+    let roomy = plan_of(&s, &p);
+    assert_eq!(roomy.list_pods.len(), 2, "{roomy:#?}");
+    assert!(roomy.list_ahead.is_empty(), "{roomy:#?}");
+    let s = Snapshot::new(
+        vec![
+            draining("d0", minutes(-1)),
+            draining("d1", minutes(-1)),
+            draining("d2", minutes(-1)),
+            node("q0"),
+        ],
+        vec![],
+        vec![],
+    )
+    .with_pods_unlisted(["q0"]);
+    assert!(plan_of(&s, &p).list_ahead.is_empty());
+
+    // However many are past their drain, no further down the queue than LIST_AHEAD_MAX.
+    let big = 3 * LIST_AHEAD_MAX;
+    let nodes: Vec<NodeSnapshot> = (0..big)
+        .map(|i| granted(&format!("g{i}"), minutes(-1), i as u64))
+        .chain((0..big).map(|i| node(&format!("q{i}"))))
+        .collect();
+    let queued: Vec<String> = (0..big).map(|i| format!("q{i}")).collect();
+    let s =
+        Snapshot::new(nodes, vec![], vec![]).with_pods_unlisted(queued.iter().map(String::as_str));
+    let plan = plan_of(&s, &policy(&format!("maxUnavailable: {big}")));
+    assert_eq!(
+        plan.list_ahead.len(),
+        LIST_AHEAD_MAX,
+        "{:?}",
+        plan.list_ahead
+    );
+}
+
+#[test]
 fn a_node_needing_more_than_a_budget_ever_allows_drains_alone() {
     let pods = vec![
         pod("shop", "web-1", "a", "web"),
