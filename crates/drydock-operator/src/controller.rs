@@ -65,6 +65,13 @@ pub const WAITING_PODS_TTL: Duration = Duration::from_secs(30);
 /// How many pod lists a pass has in flight at once.
 const POD_LISTS_AT_ONCE: usize = 32;
 
+/// How many nodes next in line are listed ahead at once: reads that no step waits for,
+/// kept few beside the passes' own.
+const LISTS_AHEAD_AT_ONCE: usize = 8;
+
+/// How long a node listed ahead is not listed ahead again.
+const LISTED_AHEAD_FOR: Duration = Duration::from_secs(10);
+
 /// Passes start at least this long after the last one ended when a change wakes them,
 /// so a burst of changes (a wave of nodes acknowledging, the pass's own writes coming
 /// back) is taken in one pass.
@@ -136,7 +143,7 @@ fn node_ref(n: &NodeSnapshot) -> ObjectReference {
     }
 }
 
-/// What a pass leaves for the next one's timing.
+/// What a pass leaves for the passes after it: their timing, and nodes to list ahead.
 #[derive(Default)]
 struct PassEnd {
     /// When the plan asks to be made again (a window opens, a timeout ends).
@@ -147,6 +154,8 @@ struct PassEnd {
     pods_due: Option<Instant>,
     /// Whether one of them is already past its time ([`OVERDUE_WINDOW`]).
     overdue: bool,
+    /// Nodes next in line whose pods to list ahead ([`planner::Plan::list_ahead`]).
+    list_ahead: Vec<String>,
 }
 
 /// A waiting node's new operator state, to be written.
@@ -328,6 +337,9 @@ impl PodHolds {
 
 /// The sending end a pass's actions hand their follow-ups to.
 type FollowUps = tokio::sync::mpsc::UnboundedSender<FollowUp>;
+
+/// A node's pods listed ahead of need, with when, for the passes' [`PodCache`].
+type ListedAhead = (String, Instant, Vec<Arc<PodSnapshot>>);
 
 /// Pods per node as last listed, for nodes that wait their turn.
 type PodCache = HashMap<String, (Instant, Vec<Arc<PodSnapshot>>)>;
@@ -662,21 +674,16 @@ impl Leader {
         waiting: bool,
         pod_cache: &mut PodCache,
     ) -> Result<Vec<Arc<PodSnapshot>>, kube::Error> {
+        let purpose = if waiting { "candidate" } else { "draining" };
         let mut lists = futures_util::stream::iter(
             nodes
                 .into_iter()
-                .map(|name| async move { (self.pods_on(&name).await, name) }),
+                .map(|name| async move { (self.pods_on(&name, purpose).await, name) }),
         )
         .buffer_unordered(POD_LISTS_AT_ONCE);
         let mut out = Vec::new();
         while let Some((pods, name)) = lists.next().await {
-            let mut listed = Vec::new();
-            for p in pods? {
-                match p.into_read() {
-                    Ok(s) => listed.push(Arc::new(s)),
-                    Err(e) => warn!(error = %e, "skipping a pod"),
-                }
-            }
+            let listed = pods?;
             if waiting {
                 pod_cache.insert(name, (Instant::now(), listed.clone()));
             } else {
@@ -687,12 +694,26 @@ impl Leader {
         Ok(out)
     }
 
-    async fn pods_on(&self, node: &str) -> Result<Vec<FleetPod>, kube::Error> {
+    /// The pods on `node`, as read (a pod that cannot be read is skipped and logged).
+    async fn pods_on(
+        &self,
+        node: &str,
+        purpose: &'static str,
+    ) -> Result<Vec<Arc<PodSnapshot>>, kube::Error> {
+        self.metrics.pods_listed(purpose);
         let pods: Api<FleetPod> = Api::all(self.client.clone());
-        Ok(pods
+        let items = pods
             .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
             .await?
-            .items)
+            .items;
+        let mut listed = Vec::with_capacity(items.len());
+        for p in items {
+            match p.into_read() {
+                Ok(s) => listed.push(Arc::new(s)),
+                Err(e) => warn!(error = %e, "skipping a pod"),
+            }
+        }
+        Ok(listed)
     }
 
     /// Reports a rejected ConfigMap once per version: a Warning Event on it and the
@@ -753,12 +774,26 @@ impl Leader {
     pub async fn lead(self) {
         let pods = PodHolds::default();
         let (follow, queued) = tokio::sync::mpsc::unbounded_channel();
-        tokio::join!(self.passes(&pods, follow), self.follow_ups(queued, &pods));
+        let (ask, asked) = tokio::sync::mpsc::unbounded_channel();
+        let (give, given) = tokio::sync::mpsc::unbounded_channel();
+        tokio::join!(
+            self.passes(&pods, follow, ask, given),
+            self.follow_ups(queued, &pods),
+            self.lists_ahead(asked, give),
+        );
     }
 
     /// The passes: each reads, plans and writes the nodes, and hands what its actions
     /// leave to do to `follow`, without waiting for it.
-    async fn passes(&self, pods: &PodHolds, follow: FollowUps) {
+    /// Nodes next in line are listed ahead by [`Self::lists_ahead`]: asked for on `ask`,
+    /// their lists taken from `given` at each pass's start.
+    async fn passes(
+        &self,
+        pods: &PodHolds,
+        follow: FollowUps,
+        ask: tokio::sync::mpsc::UnboundedSender<Vec<String>>,
+        mut given: tokio::sync::mpsc::UnboundedReceiver<ListedAhead>,
+    ) {
         let mut reported_config: Option<String> = None;
         // Channel refusals already announced (one Event per node and channel asked for).
         let mut refused: HashSet<(String, String)> = HashSet::new();
@@ -772,11 +807,18 @@ impl Leader {
                 return;
             }
             self.report_config(&mut reported_config).await;
+            while let Ok((name, at, listed)) = given.try_recv() {
+                // A fresher list (the pass's own, of a candidate) stands.
+                if pod_cache.get(&name).is_none_or(|(had, _)| *had < at) {
+                    pod_cache.insert(name, (at, listed));
+                }
+            }
             let PassEnd {
                 wake,
                 draining,
                 pods_due,
                 overdue,
+                list_ahead,
             } = match self
                 .pass(
                     pods,
@@ -798,6 +840,10 @@ impl Leader {
                     }
                 }
             };
+            if !list_ahead.is_empty() {
+                // The lister lives as long as the passes.
+                let _ = ask.send(list_ahead);
+            }
             // When the pass ended: the gap to the next one counts from here.
             let now = Instant::now();
             let mut deadline = wake;
@@ -824,6 +870,53 @@ impl Leader {
                 }
                 _ = async { match deadline { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
                 _ = leading.changed() => {}
+            }
+        }
+    }
+
+    /// Lists the pods of the nodes the passes ask for ([`planner::Plan::list_ahead`]),
+    /// a few at a time, each once while it is asked for or under way and for
+    /// [`LISTED_AHEAD_FOR`] after (a pass that planned before the list came asks again),
+    /// and gives each list back for the passes' pod cache, until the passes end. A list
+    /// that fails is left to the pass that needs it.
+    async fn lists_ahead(
+        &self,
+        mut asked: tokio::sync::mpsc::UnboundedReceiver<Vec<String>>,
+        give: tokio::sync::mpsc::UnboundedSender<ListedAhead>,
+    ) {
+        let mut wanted: HashSet<String> = HashSet::new();
+        let mut given: HashMap<String, Instant> = HashMap::new();
+        let mut queue: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        let mut running = futures_util::stream::FuturesUnordered::new();
+        loop {
+            while running.len() < LISTS_AHEAD_AT_ONCE
+                && let Some(name) = queue.pop_front()
+            {
+                running.push(async move { (self.pods_on(&name, "ahead").await, name) });
+            }
+            tokio::select! {
+                names = asked.recv() => match names {
+                    Some(names) => {
+                        let now = Instant::now();
+                        given.retain(|_, at| now.duration_since(*at) < LISTED_AHEAD_FOR);
+                        for name in names {
+                            if !given.contains_key(&name) && wanted.insert(name.clone()) {
+                                queue.push_back(name);
+                            }
+                        }
+                    }
+                    None => break,
+                },
+                Some((listed, name)) = running.next(), if !running.is_empty() => {
+                    wanted.remove(&name);
+                    match listed {
+                        Ok(pods) => {
+                            given.insert(name.clone(), Instant::now());
+                            let _ = give.send((name, Instant::now(), pods));
+                        }
+                        Err(e) => debug!(node = %name, error = %e, "listing ahead failed"),
+                    }
+                }
             }
         }
     }
@@ -1039,6 +1132,7 @@ impl Leader {
                 Some((a.clone(), Arc::clone(read)))
             })
             .collect();
+        let list_ahead = std::mem::take(&mut plan.list_ahead);
         let stepping = self.act_on_read(
             steps.iter().map(|(a, read)| (a, read)).collect(),
             &policy,
@@ -1277,6 +1371,7 @@ impl Leader {
             listing_ms = listing.as_millis() as u64,
             took_ms = started.elapsed().as_millis() as u64,
             actions = plan.actions.len(),
+            ahead = list_ahead.len(),
             "pass"
         );
         Ok(PassEnd {
@@ -1284,6 +1379,7 @@ impl Leader {
             draining,
             pods_due,
             overdue,
+            list_ahead,
         })
     }
 

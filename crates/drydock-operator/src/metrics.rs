@@ -65,6 +65,7 @@ struct Inner {
     leader: bool,
     write_errors: u64,
     node_writes: BTreeMap<String, u64>,
+    pod_lists: BTreeMap<&'static str, u64>,
     channels: BTreeMap<String, u64>,
     omaha: BTreeMap<String, u64>,
     zincati: BTreeMap<(String, String), u64>,
@@ -170,6 +171,13 @@ impl Metrics {
         self.with(|i| *i.node_writes.entry(cause.to_string()).or_default() += 1);
     }
 
+    /// The operator listed a node's pods, for `purpose`: `draining` (a drain's progress),
+    /// `candidate` (a node a free slot may take) or `ahead` (next in line for a full
+    /// pool, listed before a slot frees).
+    pub fn pods_listed(&self, purpose: &'static str) {
+        self.with(|i| *i.pod_lists.entry(purpose).or_default() += 1);
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
         let Ok(i) = self.inner.lock() else {
@@ -258,6 +266,13 @@ impl Metrics {
         }
         let _ = writeln!(
             o,
+            "# HELP drydock_pod_lists_total Lists of one node's pods, by purpose: draining (a drain's progress), candidate (a node a free slot may take), ahead (next in line for a full pool).\n# TYPE drydock_pod_lists_total counter"
+        );
+        for (purpose, n) in &i.pod_lists {
+            let _ = writeln!(o, "drydock_pod_lists_total{{purpose=\"{purpose}\"}} {n}");
+        }
+        let _ = writeln!(
+            o,
             "# HELP drydock_channel_changes_total Pool channels carried to nodes (set) or refused as a move to an older channel.\n# TYPE drydock_channel_changes_total counter"
         );
         for (outcome, n) in &i.channels {
@@ -306,6 +321,9 @@ mod tests {
         m.node_written("Drain");
         m.node_written("waiting Queued PdbBlocked");
         m.node_written("waiting Queued PdbBlocked");
+        m.pods_listed("ahead");
+        m.pods_listed("ahead");
+        m.pods_listed("draining");
         let mut nodes = BTreeMap::new();
         nodes.insert(("workers".to_string(), "Done".to_string()), 3);
         m.set_nodes(nodes);
@@ -326,6 +344,8 @@ mod tests {
         ));
         assert!(text.contains("drydock_node_writes_total{cause=\"waiting Queued PdbBlocked\"} 2"));
         assert!(text.contains("drydock_node_writes_total{cause=\"Drain\"} 1"));
+        assert!(text.contains("drydock_pod_lists_total{purpose=\"ahead\"} 2"));
+        assert!(text.contains("drydock_pod_lists_total{purpose=\"draining\"} 1"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').expect("name value");
             assert!(value.parse::<f64>().is_ok(), "{line}");
