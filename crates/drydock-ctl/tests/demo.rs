@@ -364,6 +364,11 @@ fn bench_rolls_a_fleet_and_reports_every_figure() {
         );
         assert!(r["operator"]["peakRssMiB"].as_f64() > Some(1.0), "{r:#}");
         assert!(r["operator"]["plannerPasses"].as_u64() > Some(0), "{r:#}");
+        // Pods are listed for the drains, and ahead of need for the nodes next in line
+        // while the pool is full (four rounds of three).
+        let lists = &r["operator"]["podListsPerUpdateByPurpose"];
+        assert!(lists["draining"].as_f64() > Some(0.0), "{r:#}");
+        assert!(lists["ahead"].as_f64() > Some(0.0), "{r:#}");
         assert!(r["agent"]["peakRssMiB"].as_f64() > Some(1.0), "{r:#}");
         let svg = std::fs::read_to_string(results.path().join(format!("{label}-phases.svg")))
             .expect("plot");

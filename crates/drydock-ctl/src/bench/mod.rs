@@ -378,9 +378,20 @@ pub(crate) const OPERATOR_ENV: &[(&str, &str)] = &[("GLIBC_TUNABLES", "glibc.mal
 
 /// The operator's node writes by cause (`drydock_node_writes_total`), from its metrics.
 fn node_writes(metrics: &str) -> BTreeMap<String, u64> {
+    by_label(metrics, "drydock_node_writes_total{cause=\"")
+}
+
+/// The operator's pod lists by purpose (`drydock_pod_lists_total`), from its metrics.
+fn pod_lists(metrics: &str) -> BTreeMap<String, u64> {
+    by_label(metrics, "drydock_pod_lists_total{purpose=\"")
+}
+
+/// A counter with one label, by the label's value: the lines that start with `prefix`
+/// (the name, `{`, the label and `="`).
+fn by_label(metrics: &str, prefix: &str) -> BTreeMap<String, u64> {
     metrics
         .lines()
-        .filter_map(|l| l.strip_prefix("drydock_node_writes_total{cause=\""))
+        .filter_map(|l| l.strip_prefix(prefix))
         .filter_map(|rest| rest.split_once("\"} "))
         .filter_map(|(cause, v)| Some((cause.to_string(), v.trim().parse().ok()?)))
         .collect()
@@ -1030,6 +1041,10 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
                 .into_iter()
                 .map(|(cause, v)| (cause, json!(v as f64 / n)))
                 .collect::<serde_json::Map<_, _>>(),
+            "podListsPerUpdateByPurpose": pod_lists(&metrics)
+                .into_iter()
+                .map(|(purpose, v)| (purpose, json!(v as f64 / n)))
+                .collect::<serde_json::Map<_, _>>(),
         },
         "agent": {
             "peakRssMiB": agent_hwm as f64 / 1024.0,
@@ -1290,7 +1305,7 @@ drydock_planner_duration_seconds_count 100\n";
     }
 
     #[test]
-    fn node_writes_are_read_by_cause() {
+    fn node_writes_and_pod_lists_are_read_by_label() {
         let m = "# TYPE drydock_node_writes_total counter\n\
 drydock_node_writes_total{cause=\"Drain\"} 12\n\
 drydock_node_writes_total{cause=\"waiting Queued\"} 7\n\
@@ -1299,6 +1314,13 @@ drydock_nodes{pool=\"p\",phase=\"Done\"} 3\n";
         assert_eq!(w.len(), 2);
         assert_eq!(w.get("Drain"), Some(&12));
         assert_eq!(w.get("waiting Queued"), Some(&7));
+        let l = pod_lists(
+            "drydock_pod_lists_total{purpose=\"ahead\"} 5\n\
+drydock_pod_lists_total{purpose=\"draining\"} 40\n\
+drydock_node_writes_total{cause=\"Drain\"} 12\n",
+        );
+        assert_eq!(l.len(), 2);
+        assert_eq!((l.get("ahead"), l.get("draining")), (Some(&5), Some(&40)));
     }
 
     #[test]
