@@ -51,6 +51,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::ahead::Ahead;
 use crate::drain::{self, Evicted};
 use crate::events::{Kind, Publisher};
 use crate::metrics::Metrics;
@@ -876,45 +877,41 @@ impl Leader {
 
     /// Lists the pods of the nodes the passes ask for ([`planner::Plan::list_ahead`]),
     /// a few at a time, each once while it is asked for or under way and for
-    /// [`LISTED_AHEAD_FOR`] after (a pass that planned before the list came asks again),
-    /// and gives each list back for the passes' pod cache, until the passes end. A list
-    /// that fails is left to the pass that needs it.
+    /// [`LISTED_AHEAD_FOR`] after ([`Ahead`]), and gives each list back for the passes'
+    /// pod cache, stamped with when it was asked for, until the passes end. A list that
+    /// fails is left to the pass that needs it.
     async fn lists_ahead(
         &self,
         mut asked: tokio::sync::mpsc::UnboundedReceiver<Vec<String>>,
         give: tokio::sync::mpsc::UnboundedSender<ListedAhead>,
     ) {
-        let mut wanted: HashSet<String> = HashSet::new();
-        let mut given: HashMap<String, Instant> = HashMap::new();
+        let mut ahead = Ahead::new(LISTED_AHEAD_FOR);
         let mut queue: std::collections::VecDeque<String> = std::collections::VecDeque::new();
         let mut running = futures_util::stream::FuturesUnordered::new();
         loop {
             while running.len() < LISTS_AHEAD_AT_ONCE
                 && let Some(name) = queue.pop_front()
             {
-                running.push(async move { (self.pods_on(&name, "ahead").await, name) });
+                running.push(async move {
+                    let at = Instant::now();
+                    (self.pods_on(&name, "ahead").await, name, at)
+                });
             }
             tokio::select! {
                 names = asked.recv() => match names {
-                    Some(names) => {
-                        let now = Instant::now();
-                        given.retain(|_, at| now.duration_since(*at) < LISTED_AHEAD_FOR);
-                        for name in names {
-                            if !given.contains_key(&name) && wanted.insert(name.clone()) {
-                                queue.push_back(name);
-                            }
-                        }
-                    }
+                    Some(names) => queue.extend(ahead.to_list(names, Instant::now())),
                     None => break,
                 },
-                Some((listed, name)) = running.next(), if !running.is_empty() => {
-                    wanted.remove(&name);
+                Some((listed, name, at)) = running.next(), if !running.is_empty() => {
                     match listed {
                         Ok(pods) => {
-                            given.insert(name.clone(), Instant::now());
-                            let _ = give.send((name, Instant::now(), pods));
+                            ahead.ended(&name, Some(at));
+                            let _ = give.send((name, at, pods));
                         }
-                        Err(e) => debug!(node = %name, error = %e, "listing ahead failed"),
+                        Err(e) => {
+                            ahead.ended(&name, None);
+                            debug!(node = %name, error = %e, "listing ahead failed");
+                        }
                     }
                 }
             }

@@ -9,6 +9,7 @@
 //! with them the Omaha proxy for Flatcar ([`omaha_proxy`]) and the update graph and
 //! FleetLock server for Zincati ([`zincati`]).
 
+pub mod ahead;
 pub mod controller;
 pub mod drain;
 pub mod events;
