@@ -814,6 +814,7 @@ impl Leader {
                     pod_cache.insert(name, (at, listed));
                 }
             }
+            let pass_started = Instant::now();
             let PassEnd {
                 wake,
                 draining,
@@ -831,7 +832,10 @@ impl Leader {
                 )
                 .await
             {
-                Ok(x) => x,
+                Ok(x) => {
+                    self.metrics.passed(pass_started.elapsed());
+                    x
+                }
                 Err(ActError::NotLeading) => return,
                 Err(e) => {
                     warn!(error = %e, "pass failed; retrying");

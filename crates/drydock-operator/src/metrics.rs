@@ -9,6 +9,7 @@ use std::time::Duration;
 /// Histogram buckets, seconds.
 const DRAIN_BUCKETS: [f64; 9] = [5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
 const PLAN_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+const PASS_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 #[derive(Debug, Default, Clone)]
 struct Histogram {
@@ -59,6 +60,7 @@ struct Inner {
     evictions: BTreeMap<(String, String), u64>,
     drain: BTreeMap<String, Histogram>,
     plan: Histogram,
+    pass: Histogram,
     actions: BTreeMap<String, u64>,
     config_errors: u64,
     config_ok: bool,
@@ -138,6 +140,13 @@ impl Metrics {
                 .entry((endpoint.to_string(), outcome.to_string()))
                 .or_default() += 1
         });
+    }
+
+    /// A whole pass (reading, listing pods, planning, writing its nodes' steps) took
+    /// `d`. A node whose agent reports while a pass runs waits for its end: this is the
+    /// wait the planner's own histogram does not show.
+    pub fn passed(&self, d: Duration) {
+        self.with(|i| i.pass.observe(&PASS_BUCKETS, d.as_secs_f64()));
     }
 
     /// An action was applied.
@@ -232,6 +241,12 @@ impl Metrics {
         );
         let _ = writeln!(
             o,
+            "# HELP drydock_pass_duration_seconds One pass: reading, listing pods, planning and writing its nodes' steps (a node that reports meanwhile waits for its end).\n# TYPE drydock_pass_duration_seconds histogram"
+        );
+        i.pass
+            .render(&mut o, "drydock_pass_duration_seconds", "", &PASS_BUCKETS);
+        let _ = writeln!(
+            o,
             "# HELP drydock_actions_total Actions applied.\n# TYPE drydock_actions_total counter"
         );
         for (a, n) in &i.actions {
@@ -315,6 +330,7 @@ mod tests {
         m.reboot_granted("workers");
         m.drain_finished("workers", Duration::from_secs(20));
         m.planned(Duration::from_millis(3));
+        m.passed(Duration::from_millis(700));
         m.eviction("workers", "blocked");
         m.leader(true);
         m.zincati("pre-reboot", "granted");
@@ -337,6 +353,8 @@ mod tests {
             text.contains("drydock_drain_duration_seconds_bucket{pool=\"workers\",le=\"30\"} 1")
         );
         assert!(text.contains("drydock_planner_duration_seconds_count 1"));
+        assert!(text.contains("drydock_pass_duration_seconds_bucket{le=\"0.5\"} 0"));
+        assert!(text.contains("drydock_pass_duration_seconds_bucket{le=\"1\"} 1"));
         assert!(text.contains("drydock_evictions_total{pool=\"workers\",outcome=\"blocked\"} 1"));
         assert!(text.contains("drydock_leader 1"));
         assert!(text.contains(

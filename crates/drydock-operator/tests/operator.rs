@@ -565,6 +565,12 @@ async fn a_bad_configmap_is_rejected_visibly_and_the_last_good_policy_stays() {
         "{metrics}"
     );
     assert!(metrics.contains("drydock_config_valid 1"), "{metrics}");
+    // Passes ran and each was timed whole.
+    let passes = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("drydock_pass_duration_seconds_count "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(passes.is_some_and(|n| n > 0), "{metrics}");
     assert_eq!(config_error(&env).await, None);
 }
 

@@ -338,13 +338,18 @@ fn rss_summary(samples: &[(f64, u64)]) -> serde_json::Value {
     })
 }
 
-/// The planner histogram's pass count, mean and the bucket bound holding the 99th
-/// percentile, from the operator's metrics.
-fn planner_stats(metrics: &str) -> (u64, f64, Option<f64>) {
+/// An unlabelled histogram's count, mean and the bucket bound holding the 99th
+/// percentile, from the operator's metrics (`name` without its `_bucket` suffix).
+fn histogram_stats(metrics: &str, name: &str) -> (u64, f64, Option<f64>) {
     let mut buckets: Vec<(f64, u64)> = Vec::new();
     let (mut count, mut sum) = (0u64, 0.0);
+    let (bucket, count_of, sum_of) = (
+        format!("{name}_bucket{{le=\""),
+        format!("{name}_count "),
+        format!("{name}_sum "),
+    );
     for l in metrics.lines() {
-        if let Some(rest) = l.strip_prefix("drydock_planner_duration_seconds_bucket{le=\"") {
+        if let Some(rest) = l.strip_prefix(bucket.as_str()) {
             let Some((le, v)) = rest.split_once("\"} ") else {
                 continue;
             };
@@ -356,9 +361,9 @@ fn planner_stats(metrics: &str) -> (u64, f64, Option<f64>) {
             if let Ok(v) = v.trim().parse() {
                 buckets.push((le, v));
             }
-        } else if let Some(v) = l.strip_prefix("drydock_planner_duration_seconds_count ") {
+        } else if let Some(v) = l.strip_prefix(count_of.as_str()) {
             count = v.trim().parse().unwrap_or(0);
-        } else if let Some(v) = l.strip_prefix("drydock_planner_duration_seconds_sum ") {
+        } else if let Some(v) = l.strip_prefix(sum_of.as_str()) {
             sum = v.trim().parse().unwrap_or(0.0);
         }
     }
@@ -980,7 +985,10 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
         .iter()
         .filter_map(|(i, t)| service.get(*i).map(|s| t - s))
         .collect();
-    let (passes, pass_mean, pass_p99) = planner_stats(&metrics);
+    let (passes, pass_mean, pass_p99) =
+        histogram_stats(&metrics, "drydock_planner_duration_seconds");
+    let (whole_passes, whole_mean, whole_p99) =
+        histogram_stats(&metrics, "drydock_pass_duration_seconds");
     let n = updated as f64;
     let per_update = |c: &audit::Counts| per_update_of(c, n);
     let (op_writes, op_evictions) = audit::writes(&rollout_counts, "drydock-operator");
@@ -1037,6 +1045,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
             "plannerPasses": passes,
             "plannerMeanMs": pass_mean * 1000.0,
             "plannerP99BucketMs": pass_p99.map(|s| s * 1000.0),
+            // Whole passes, the planner's included: how long a node that reports
+            // meanwhile may wait for the next one (from 2026-12-07c on).
+            "passes": whole_passes,
+            "passMeanSeconds": whole_mean,
+            "passP99BucketSeconds": whole_p99,
             "nodeWritesPerUpdateByCause": node_writes(&metrics)
                 .into_iter()
                 .map(|(cause, v)| (cause, json!(v as f64 / n)))
@@ -1279,17 +1292,31 @@ mod tests {
     }
 
     #[test]
-    fn the_planner_histogram_gives_count_mean_and_p99_bucket() {
+    fn a_histogram_gives_count_mean_and_p99_bucket_by_name() {
         let m = "drydock_planner_duration_seconds_bucket{le=\"0.001\"} 90\n\
 drydock_planner_duration_seconds_bucket{le=\"0.005\"} 99\n\
 drydock_planner_duration_seconds_bucket{le=\"0.01\"} 100\n\
 drydock_planner_duration_seconds_bucket{le=\"+Inf\"} 100\n\
 drydock_planner_duration_seconds_sum 0.2\n\
 drydock_planner_duration_seconds_count 100\n";
-        let (n, mean, p99) = planner_stats(m);
+        let (n, mean, p99) = histogram_stats(m, "drydock_planner_duration_seconds");
         assert_eq!(n, 100);
         assert!((mean - 0.002).abs() < 1e-12);
         assert_eq!(p99, Some(0.005));
+        let passes = "drydock_pass_duration_seconds_bucket{le=\"1\"} 3\n\
+drydock_pass_duration_seconds_bucket{le=\"30\"} 4\n\
+drydock_pass_duration_seconds_bucket{le=\"+Inf\"} 4\n\
+drydock_pass_duration_seconds_sum 22\n\
+drydock_pass_duration_seconds_count 4\n";
+        let both = format!("{m}{passes}");
+        assert_eq!(
+            histogram_stats(&both, "drydock_pass_duration_seconds"),
+            (4, 5.5, Some(30.0))
+        );
+        assert_eq!(
+            histogram_stats(&both, "drydock_planner_duration_seconds").0,
+            100
+        );
     }
 
     #[test]
