@@ -98,12 +98,13 @@ const LIST_ROUNDS: usize = 3;
 
 /// How many nodes a pass writes to at once (each node's own steps stay in order). A node
 /// patch took the API server 0.1 s at the median in a 5,000-node rollout, so 16 at once
-/// capped a pass at about 160 writes a second while a round of 1,000 nodes needed about
-/// 4,350: the grants, the Rebooting marks and the completions waited seconds for their
-/// turn (grant to Rebooting mark 13-20 s although the agents acknowledged in 0.4 s). With
-/// 64: grant to mark 5-28 and 10-15 s, the 5,000-node rollout 317.8 and 458.9 s against
-/// 374.7-491.1 s in three runs with 16, the 1,000-node one 153.0 and 160.3 s against
-/// 156.3-161.3 s: inside the spread between runs; 2-3.5 MiB more at the peak.
+/// capped a pass at about 160 writes a second where a round of 1,000 nodes needs about
+/// 4,400. With 64, grant to Rebooting mark took 15.0, 11.1 and 13.2 s on average against
+/// 16.1 s, the 5,000-node rollout 317.8, 458.9 and 405.4 s against 374.7-491.1 s in
+/// three runs with 16, the 1,000-node one 153.0 and 162.3 s against 156.3-161.3 s: all
+/// inside the spread between runs, and up to 3.5 MiB more at the peak. What the steps
+/// wait for at 5,000 nodes is the passes themselves (12 s each, see
+/// `docs/benchmarks.md`, twelfth set), not the write rate.
 const NODES_AT_ONCE: usize = 64;
 
 /// How many nodes leaving their disruption a pass writes before it plans again and starts
