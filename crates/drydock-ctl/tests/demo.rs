@@ -405,6 +405,14 @@ fn bench_rolls_a_fleet_and_reports_every_figure() {
         );
         assert!(r["operator"]["peakRssMiB"].as_f64() > Some(1.0), "{r:#}");
         assert!(r["operator"]["plannerPasses"].as_u64() > Some(0), "{r:#}");
+        // Whole passes are timed too: at least one, each at least as long as a plan.
+        let passes = r["operator"]["passes"].as_u64().unwrap_or(0);
+        assert!(passes > 0, "{r:#}");
+        assert!(
+            r["operator"]["passMeanSeconds"].as_f64().unwrap_or(0.0) * 1000.0
+                >= r["operator"]["plannerMeanMs"].as_f64().unwrap_or(f64::MAX),
+            "{r:#}"
+        );
         // Pods are listed for the drains, and ahead of need for the nodes next in line
         // while the pool is full (four rounds of three).
         let lists = &r["operator"]["podListsPerUpdateByPurpose"];

@@ -827,13 +827,7 @@ impl Leader {
                 }
             }
             let pass_started = Instant::now();
-            let PassEnd {
-                wake,
-                draining,
-                pods_due,
-                overdue,
-                list_ahead,
-            } = match self
+            let passed = self
                 .pass(
                     pods,
                     &mut refused,
@@ -842,12 +836,17 @@ impl Leader {
                     &mut own_writes,
                     &follow,
                 )
-                .await
-            {
-                Ok(x) => {
-                    self.metrics.passed(pass_started.elapsed());
-                    x
-                }
+                .await;
+            // A failed pass is timed too: its nodes waited as long.
+            self.metrics.passed(pass_started.elapsed());
+            let PassEnd {
+                wake,
+                draining,
+                pods_due,
+                overdue,
+                list_ahead,
+            } = match passed {
+                Ok(x) => x,
                 Err(ActError::NotLeading) => return,
                 Err(e) => {
                     warn!(error = %e, "pass failed; retrying");
