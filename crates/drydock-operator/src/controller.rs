@@ -117,7 +117,10 @@ const NODES_AT_ONCE: usize = 64;
 /// 5,000 nodes with 64 nodes written at once, batches of an eighth of the nodes freed
 /// (about 125 in a round of 1,000) made the passes longer, not fewer waits: half the
 /// passes, grant to Rebooting mark 17-24 s against 10-15 s, reaction p50 1.47 s against
-/// 0.41-0.67 s.
+/// 0.41-0.67 s. Stopping the batches 5 s into a pass and leaving the refill to the next
+/// pass cut the passes to 3.0 s on average and a slot's excess to 35.4 s against 52.3 s,
+/// but a freed slot then waited for a whole pass of candidates' lists: reaction p50 10.9
+/// s, p99 24.4 s. Not kept.
 const FREEING_AT_ONCE: usize = 16;
 
 /// How many of the follow-ups' Events are being recorded at once.
