@@ -36,7 +36,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::policy::{OnTimeout, Policy, PoolPolicy};
 use crate::protocol::{NodeState, Phase, ProtocolError};
-use crate::snapshot::{NodeSnapshot, PdbSnapshot, PodOwner, Snapshot};
+use crate::snapshot::{NodeSnapshot, PdbSnapshot, PodOwner, ReadNode, Snapshot};
 use crate::version::OsVersion;
 use crate::window::WindowState;
 
@@ -1120,6 +1120,32 @@ struct PoolTally {
     in_line: usize,
     target: Option<OsVersion>,
     at_target: usize,
+}
+
+/// Whether a node in `phase` is past its drain and not done: its reboot granted, under
+/// way or being verified. What such a node does next depends on that node alone (its
+/// agent's reports, its readiness, its pool's health rules), never on other nodes or pods.
+pub fn is_past_drain(phase: Phase) -> bool {
+    matches!(
+        phase,
+        Phase::RebootGranted | Phase::Rebooting | Phase::Verifying
+    )
+}
+
+/// The action [`plan`] would give `node` if it is past its drain ([`is_past_drain`]),
+/// decided on that node alone; None when it waits or is in any other phase (what those
+/// do depends on the rest of the fleet). It lets the operator follow a node's own reboot
+/// as its agent reports it, without waiting for a plan of the whole fleet.
+pub fn step(
+    node: &std::sync::Arc<ReadNode>,
+    policy: &Policy,
+    now: Timestamp,
+) -> Option<PlannedAction> {
+    if !node.errors().is_empty() || !is_past_drain(node.state().operator.phase()) {
+        return None;
+    }
+    let one = Snapshot::from_read(vec![std::sync::Arc::clone(node)], Vec::new(), Vec::new());
+    plan(&one, policy, now).actions.into_iter().next()
 }
 
 /// Plans the next step for every node. See the module documentation for the rules.

@@ -802,6 +802,34 @@ fn a_granted_reboot_is_followed_to_verification() {
 }
 
 #[test]
+fn a_node_past_its_drain_steps_alone_on_its_agents_reports() {
+    let p = policy("health: {bake: 0s}");
+    let n = granted("a", minutes(-1), 3);
+    let read = |n: &NodeSnapshot| std::sync::Arc::new(ReadNode::new(n.clone()));
+    // Waiting for the acknowledgement: nothing to write.
+    assert_eq!(step(&read(&n), &p, now()), None);
+    let mut acked = n.clone();
+    set(&mut acked, keys::REBOOT_ACK, "3");
+    let a = step(&read(&acked), &p, now()).expect("a step");
+    assert_eq!(
+        (a.node.as_str(), a.pool.as_str(), a.action),
+        ("a", "default", Action::MarkRebooting)
+    );
+    let mut back = n.clone();
+    rebooted(&mut back, "4230.0.0", "b");
+    let a = step(&read(&back), &p, now()).expect("a step");
+    assert_eq!(a.action, Action::Complete { uncordon: true });
+    // A drain, a queued node, a finished one: what they do next depends on the fleet.
+    assert_eq!(step(&read(&draining("d", minutes(-1))), &p, now()), None);
+    assert_eq!(step(&read(&node("q")), &p, now()), None);
+    assert_eq!(step(&read(&up_to_date("u")), &p, now()), None);
+    // A garbled node is left to the whole plan, which holds it.
+    let mut garbled = acked.clone();
+    set(&mut garbled, keys::REBOOT_TOKEN, "three");
+    assert_eq!(step(&read(&garbled), &p, now()), None);
+}
+
+#[test]
 fn without_bake_or_hooks_a_verified_boot_completes_at_once() {
     let p = policy("health: {bake: 0s}");
     let mut back = granted("a", minutes(-1), 3);
@@ -1232,6 +1260,21 @@ proptest! {
             }
             let available = pdb.allowed().saturating_sub(pending);
             prop_assert!(spend <= available, "PDB {} spends {spend} of {available}", pdb.key());
+        }
+    }
+
+    #[test]
+    fn a_node_past_its_drain_steps_alone_as_the_whole_plan_would_step_it(spec in fleet_spec()) {
+        let (nodes, pods, pdbs, p) = build(&spec);
+        let snapshot = Snapshot::new(nodes, pods, pdbs);
+        let plan = plan(&snapshot, &p, now());
+        for read in snapshot.nodes() {
+            let alone = step(read, &p, now());
+            if is_past_drain(read.state().operator.phase()) && read.errors().is_empty() {
+                prop_assert_eq!(alone.as_ref(), plan.action_for(&read.name), "{}", read.name);
+            } else {
+                prop_assert!(alone.is_none(), "{} stepped alone in {:?}", read.name, read.state().operator.phase());
+            }
         }
     }
 
