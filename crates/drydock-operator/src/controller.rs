@@ -43,21 +43,23 @@ use futures_util::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::Resource;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::ahead::Ahead;
+use crate::claims::{Claims, Writer};
 use crate::drain::{self, Evicted};
 use crate::events::{Kind, Publisher};
 use crate::metrics::Metrics;
 use crate::own_writes::OwnWrites;
 use crate::settle::Settling;
 use crate::slim::{FleetNode, FleetPod};
+use crate::touched::Touched;
 
 /// How long the pods of a node that waits its turn (Idle, Queued, Done: not cordoned by
 /// drydock) are taken from the last list.
@@ -398,6 +400,8 @@ pub struct Fleet {
     pub policy: watch::Receiver<PolicyState>,
     /// Poked on every relevant change.
     pub changed: Arc<Notify>,
+    /// Nodes past their drain that changed, for the leader's steps.
+    pub touched: Arc<Touched>,
 }
 
 fn parse_config(cm: &ConfigMap) -> Result<Policy, String> {
@@ -452,11 +456,20 @@ pub fn watch_fleet(
     )
     .default_backoff();
     let n1 = changed.clone();
+    let touched = Arc::new(Touched::default());
+    let t1 = touched.clone();
     let nodes_fut = async move {
         let mut s = std::pin::pin!(node_stream);
         while let Some(ev) = s.next().await {
-            if let Err(e) = ev {
-                warn!(error = %e, "watching nodes");
+            match ev {
+                Ok(node) => {
+                    if let Some(read) = node.read()
+                        && planner::is_past_drain(read.state().operator.phase())
+                    {
+                        t1.add(&read.name);
+                    }
+                }
+                Err(e) => warn!(error = %e, "watching nodes"),
             }
             n1.notify_one();
         }
@@ -520,6 +533,7 @@ pub fn watch_fleet(
             pdbs: pdbs_r,
             policy: policy_rx,
             changed,
+            touched,
         },
         vec![Box::pin(nodes_fut), Box::pin(pdbs_fut), Box::pin(cm_fut)],
     )
@@ -543,6 +557,8 @@ pub struct Leader {
     pub config_map: String,
     /// Re-plan this often while a drain waits for pods.
     pub drain_poll: Duration,
+    /// Which of the passes and the steps may write which node now (empty at first).
+    pub claims: Claims,
 }
 
 /// Creates the Event publisher of replica `identity`.
@@ -554,6 +570,10 @@ pub fn events(client: &kube::Client, identity: &str) -> Arc<Publisher> {
 enum ActError {
     #[error("not leading")]
     NotLeading,
+    /// The node is being written by the other side, or was written since this side read
+    /// it ([`Claims`]): whoever reads it next decides.
+    #[error("the node was claimed by another writer")]
+    Claimed,
     #[error(transparent)]
     Api(#[from] kube::Error),
 }
@@ -654,8 +674,10 @@ impl Leader {
         name: &str,
         op: &OperatorState,
         cause: &str,
+        who: Writer,
     ) -> Result<FleetNode, ActError> {
         self.check_leading()?;
+        let claim = self.claims.claim(name, who).ok_or(ActError::Claimed)?;
         let (annotations, labels) = op.to_metadata();
         let mut patch = serde_json::json!({
             "apiVersion": "v1",
@@ -667,13 +689,15 @@ impl Leader {
         }
         // The reply (the node as written) is decoded and read as the cache's nodes are.
         let nodes: Api<FleetNode> = Api::all(self.client.clone());
-        nodes
+        let written = nodes
             .patch(
                 name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&patch),
             )
-            .await
+            .await;
+        claim.written(written.as_ref().ok());
+        written
             .inspect(|_| self.metrics.node_written(cause))
             .map_err(|e| {
                 self.metrics.write_error();
@@ -786,6 +810,78 @@ impl Leader {
         }
     }
 
+    /// Follows each node past its drain as its watch events come, until leadership is
+    /// lost: the acknowledged reboot recorded, the verified boot completed or verified,
+    /// the rollback failed, each written a watch event after the agent's report rather
+    /// than at the next pass ([`planner::step`]). None of these takes a slot or evicts, so
+    /// nothing but the node itself decides them; [`Claims`] keeps the passes and the
+    /// steps off each other's nodes. Time-driven steps (deadlines, bake ends) stay with
+    /// the passes.
+    async fn steps(&self, pods: &PodHolds, follow: FollowUps) {
+        let touched = &self.fleet.touched;
+        // What changed before this leadership is the first pass's.
+        touched.take();
+        let mut leading = self.leading.clone();
+        let mut queue: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        let mut running = futures_util::stream::FuturesUnordered::new();
+        loop {
+            while running.len() < NODES_AT_ONCE
+                && let Some(name) = queue.pop_front()
+            {
+                let follow = &follow;
+                running.push(async move { self.step(&name, pods, follow).await });
+            }
+            tokio::select! {
+                _ = touched.added.notified() => {
+                    let mut names = touched.take();
+                    // Queued names are looked at once, on the cache as it is then.
+                    names.retain(|n| !queue.contains(n));
+                    queue.extend(names);
+                }
+                Some(()) = running.next(), if !running.is_empty() => {}
+                _ = leading.changed() => {
+                    if !*leading.borrow_and_update() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One node's step, if it has one now (see [`Self::steps`]).
+    async fn step(&self, name: &str, pods: &PodHolds, follow: &FollowUps) {
+        let Some(cached) = self.fleet.nodes.get(&reflector::ObjectRef::new(name)) else {
+            return;
+        };
+        let Some(read) = cached.read() else {
+            return;
+        };
+        let cache_rv = cached
+            .resource_version()
+            .as_deref()
+            .and_then(crate::own_writes::resource_version);
+        let policy = self.fleet.policy.borrow().policy.clone();
+        let now = Timestamp::now();
+        let Some(action) = planner::step(read, &policy, now) else {
+            return;
+        };
+        let acted = self
+            .act_on_read(
+                vec![(&action, read)],
+                &policy,
+                now,
+                pods,
+                follow,
+                Writer::Step { cache_rv },
+            )
+            .await;
+        if let Ok(done) = acted
+            && done.values().any(Option::is_some)
+        {
+            self.metrics.stepped(action.action.name());
+        }
+    }
+
     /// Runs passes until leadership is lost, with the actions' follow-ups beside them.
     pub async fn lead(self) {
         let pods = PodHolds::default();
@@ -793,6 +889,7 @@ impl Leader {
         let (ask, asked) = tokio::sync::mpsc::unbounded_channel();
         let (give, given) = tokio::sync::mpsc::unbounded_channel();
         tokio::join!(
+            self.steps(&pods, follow.clone()),
             self.passes(&pods, follow, ask, given),
             self.follow_ups(queued, &pods),
             self.lists_ahead(asked, give),
@@ -1032,6 +1129,14 @@ impl Leader {
         follow: &FollowUps,
     ) -> Result<PassEnd, ActError> {
         let policy = self.fleet.policy.borrow().policy.clone();
+        // The steps' writes since the last pass are read as the pass's own; a step that
+        // writes a node after this reading point has the node to itself until the next
+        // pass (see claims.rs).
+        let (since, stepped) = self.claims.pass_starts();
+        for n in &stepped {
+            own_writes.record(n);
+        }
+        let who = Writer::Pass { since };
         // The cache's nodes are taken here and let go before the first await: from here
         // on the pass holds each node's reading (shared with the cache while the node
         // does not change), not the cache's entries.
@@ -1081,6 +1186,15 @@ impl Leader {
         });
         let known: HashSet<&str> = node_snaps.iter().map(|n| n.name.as_str()).collect();
         own_writes.retain(|name| known.contains(name));
+        self.claims.forget_seen(since, |name| {
+            let cached = self.fleet.nodes.get(&reflector::ObjectRef::new(name))?;
+            cached
+                .resource_version()
+                .as_deref()
+                .and_then(crate::own_writes::resource_version)
+                // A node without a comparable version still exists: it is kept.
+                .or(Some(0))
+        });
         drop(known);
         drop(turn_waiters);
         let mut unlisted: HashSet<&str> = unlisted_names.iter().map(String::as_str).collect();
@@ -1154,6 +1268,7 @@ impl Leader {
             now,
             pods,
             follow,
+            who,
         );
         let mut acted: HashMap<String, Option<FleetNode>> =
             steps.iter().map(|(a, _)| (a.node.clone(), None)).collect();
@@ -1174,7 +1289,7 @@ impl Leader {
                 let batch_started = std::time::Instant::now();
                 let freed = freeing.len();
                 let done = self
-                    .act_on(freeing, &snapshot, &policy, now, pods, follow)
+                    .act_on(freeing, &snapshot, &policy, now, pods, follow, who)
                     .await?;
                 let freeing_ms = batch_started.elapsed().as_millis() as u64;
                 stale |= take_written(&done, &mut node_snaps, own_writes) > 0;
@@ -1207,7 +1322,7 @@ impl Leader {
                 draining |= starting.iter().any(|a| drains(a));
                 let tried = starting.len();
                 let started = self
-                    .act_on(starting, &snapshot, &policy, now, pods, follow)
+                    .act_on(starting, &snapshot, &policy, now, pods, follow, who)
                     .await?;
                 debug!(
                     freed,
@@ -1239,7 +1354,7 @@ impl Leader {
             .collect();
         draining |= rest.iter().any(|a| drains(a));
         let done = self
-            .act_on(rest, &snapshot, &policy, now, pods, follow)
+            .act_on(rest, &snapshot, &policy, now, pods, follow, who)
             .await?;
         take_written(&done, &mut node_snaps, own_writes);
 
@@ -1355,7 +1470,7 @@ impl Leader {
         let mut jobs = Vec::with_capacity(writes.len());
         for w in writes {
             jobs.push(async move {
-                let r = self.tell_waiting(&w).await;
+                let r = self.tell_waiting(&w, who).await;
                 (w, r)
             });
         }
@@ -1364,6 +1479,9 @@ impl Leader {
             match result {
                 Ok(written) => own_writes.record(&written),
                 Err(ActError::NotLeading) => return Err(ActError::NotLeading),
+                Err(ActError::Claimed) => {
+                    debug!(node = %w.node.name, "claimed by the other writer")
+                }
                 Err(e) => {
                     warn!(node = %w.node.name, error = %e, "cannot record why the node waits")
                 }
@@ -1400,10 +1518,10 @@ impl Leader {
 
     /// Records why `w.node` waits (and the channel it is given, with its Event); returns
     /// the node as written.
-    async fn tell_waiting(&self, w: &WaitingWrite) -> Result<FleetNode, ActError> {
+    async fn tell_waiting(&self, w: &WaitingWrite, who: Writer) -> Result<FleetNode, ActError> {
         let name = w.node.name.as_str();
         let cause = format!("waiting {} {}", w.next.phase(), w.code);
-        let written = self.write(name, &w.next, &cause).await?;
+        let written = self.write(name, &w.next, &cause, who).await?;
         if let Some(ch) = &w.channel_set {
             info!(node = %name, channel = %ch, "set the node's channel");
             self.metrics.channel("set");
@@ -1471,6 +1589,7 @@ impl Leader {
         now: Timestamp,
         pods: &PodHolds,
         follow: &FollowUps,
+        who: Writer,
     ) -> Result<HashMap<String, Option<FleetNode>>, ActError> {
         let pairs = actions
             .into_iter()
@@ -1479,7 +1598,8 @@ impl Leader {
                 Some((a, read))
             })
             .collect();
-        self.act_on_read(pairs, policy, now, pods, follow).await
+        self.act_on_read(pairs, policy, now, pods, follow, who)
+            .await
     }
 
     /// [`Self::act_on`] for actions paired with their nodes as read.
@@ -1490,6 +1610,7 @@ impl Leader {
         now: Timestamp,
         pods: &PodHolds,
         follow: &FollowUps,
+        who: Writer,
     ) -> Result<HashMap<String, Option<FleetNode>>, ActError> {
         let mut jobs = Vec::with_capacity(actions.len());
         for (a, read) in actions {
@@ -1499,7 +1620,12 @@ impl Leader {
                     GracePeriod::Seconds(s) => Some(s),
                 }
             });
-            jobs.push(async move { (a, self.act(read, read.state(), a, now, grace, pods).await) });
+            jobs.push(async move {
+                (
+                    a,
+                    self.act(read, read.state(), a, now, grace, pods, who).await,
+                )
+            });
         }
         let mut acting = futures_util::stream::iter(jobs).buffer_unordered(NODES_AT_ONCE);
         let mut acted = HashMap::new();
@@ -1518,6 +1644,10 @@ impl Leader {
                     acted.insert(a.node.clone(), written);
                 }
                 Err(ActError::NotLeading) => return Err(ActError::NotLeading),
+                Err(ActError::Claimed) => {
+                    debug!(node = %a.node, action = a.action.name(), "claimed by the other writer; left to whoever reads the node next");
+                    acted.insert(a.node.clone(), None);
+                }
                 Err(e) => {
                     warn!(node = %a.node, action = a.action.name(), error = %e, "action failed; the next pass retries it");
                     acted.insert(a.node.clone(), None);
@@ -1537,11 +1667,12 @@ impl Leader {
         now: Timestamp,
         grace: Option<u64>,
         pods: &PodHolds,
+        who: Writer,
     ) -> Result<(Option<FollowUp>, Option<FleetNode>), ActError> {
         let next = transition::after_action(state, a, now);
         let mut written = None;
         if next != state.operator {
-            written = Some(self.write(&a.node, &next, a.action.name()).await?);
+            written = Some(self.write(&a.node, &next, a.action.name(), who).await?);
         }
         // Events and counters once per step: a new phase, or a new reason within one
         // (a forced drain stays Draining).

@@ -10,6 +10,7 @@
 //! FleetLock server for Zincati ([`zincati`]).
 
 pub mod ahead;
+pub mod claims;
 pub mod controller;
 pub mod drain;
 pub mod events;
@@ -19,6 +20,7 @@ pub mod omaha_proxy;
 pub mod own_writes;
 pub mod settle;
 pub mod slim;
+pub mod touched;
 pub mod upstream;
 pub mod zincati;
 
@@ -227,6 +229,7 @@ pub async fn run(cfg: Config) -> Result<(), OperatorError> {
                     namespace: cfg.namespace.clone(),
                     config_map: cfg.config_map.clone(),
                     drain_poll: cfg.drain_poll,
+                    claims: Default::default(),
                 };
                 acting = Some(AbortOnDrop(vec![
                     tokio::spawn(leader.lead()).abort_handle(),

@@ -62,6 +62,7 @@ struct Inner {
     plan: Histogram,
     pass: Histogram,
     actions: BTreeMap<String, u64>,
+    stepped: BTreeMap<String, u64>,
     config_errors: u64,
     config_ok: bool,
     leader: bool,
@@ -152,6 +153,12 @@ impl Metrics {
     /// An action was applied.
     pub fn action(&self, name: &'static str) {
         self.with(|i| *i.actions.entry(name.to_string()).or_default() += 1);
+    }
+
+    /// An action was applied by a step, as its node's watch event came, rather than by
+    /// a pass (also counted in [`Metrics::action`]).
+    pub fn stepped(&self, name: &'static str) {
+        self.with(|i| *i.stepped.entry(name.to_string()).or_default() += 1);
     }
 
     /// The ConfigMap was rejected (true) or accepted (false).
@@ -251,6 +258,13 @@ impl Metrics {
         );
         for (a, n) in &i.actions {
             let _ = writeln!(o, "drydock_actions_total{{action=\"{a}\"}} {n}");
+        }
+        let _ = writeln!(
+            o,
+            "# HELP drydock_steps_total Actions applied by a step as the node reported, outside the passes (also in drydock_actions_total).\n# TYPE drydock_steps_total counter"
+        );
+        for (a, n) in &i.stepped {
+            let _ = writeln!(o, "drydock_steps_total{{action=\"{a}\"}} {n}");
         }
         let _ = writeln!(
             o,

@@ -564,6 +564,14 @@ async fn a_bad_configmap_is_rejected_visibly_and_the_last_good_policy_stays() {
         metrics.contains("drydock_reboots_granted_total{pool=\"default\"} 1"),
         "{metrics}"
     );
+    // The node's own steps after the grant (the acknowledgement recorded, the boot
+    // completed) were written as its agent reported them, by a step rather than a pass.
+    let stepped: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("drydock_steps_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(stepped >= 1, "no step outside the passes:\n{metrics}");
     assert!(metrics.contains("drydock_config_valid 1"), "{metrics}");
     // Passes ran and each was timed whole.
     let passes = metrics
