@@ -43,6 +43,9 @@ pub enum Writer {
 #[derive(Debug, Default)]
 pub struct Claims {
     inner: Mutex<Inner>,
+    /// Poked when a step frees a slot (its node Done, Held or Failed): only a pass can
+    /// give the slot to the next node, so the next pass starts as soon as it can.
+    pub freed: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]

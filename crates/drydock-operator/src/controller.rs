@@ -65,6 +65,15 @@ use crate::touched::Touched;
 /// drydock) are taken from the last list.
 pub const WAITING_PODS_TTL: Duration = Duration::from_secs(30);
 
+/// How long a draining node's pod list stands for the passes that follow it, unless a
+/// pod in it is due to be gone by now. A list can only be behind the node by pods that
+/// have gone since (a cordoned node takes no new ones from the scheduler), so an older
+/// list holds a grant back, never gives one early; it also counts the budgets' pending
+/// evictions high, never low. Passes that follow each other (a step freed a slot, a
+/// refill's writes came back) then plan on the list of a moment ago rather than each
+/// opening with every draining node's list; the drain's own polls are further apart.
+const DRAIN_LIST_STANDS: Duration = Duration::from_millis(500);
+
 /// How many pod lists a pass has in flight at once.
 const POD_LISTS_AT_ONCE: usize = 32;
 
@@ -879,6 +888,9 @@ impl Leader {
             && done.values().any(Option::is_some)
         {
             self.metrics.stepped(action.action.name());
+            if !action.action.next_phase().is_disrupting() {
+                self.claims.freed.notify_one();
+            }
         }
     }
 
@@ -911,6 +923,7 @@ impl Leader {
         // Channel refusals already announced (one Event per node and channel asked for).
         let mut refused: HashSet<(String, String)> = HashSet::new();
         let mut pod_cache = PodCache::new();
+        let mut drain_lists = PodCache::new();
         let mut settling = Settling::default();
         let mut own_writes = OwnWrites::default();
         let mut leading = self.leading.clone();
@@ -932,6 +945,7 @@ impl Leader {
                     pods,
                     &mut refused,
                     &mut pod_cache,
+                    &mut drain_lists,
                     &mut settling,
                     &mut own_writes,
                     &follow,
@@ -985,6 +999,11 @@ impl Leader {
                     tokio::time::sleep_until(at).await;
                 }
                 _ = async { match deadline { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
+                _ = self.claims.freed.notified() => {
+                    // A step freed a slot (during the pass or since): only a pass fills
+                    // it, so the next one waits for the rest of a burst, not the gap.
+                    tokio::time::sleep(BURST).await;
+                }
                 _ = leading.changed() => {}
             }
         }
@@ -1124,6 +1143,7 @@ impl Leader {
         pods: &PodHolds,
         refused: &mut HashSet<(String, String)>,
         pod_cache: &mut PodCache,
+        drain_lists: &mut PodCache,
         settling: &mut Settling,
         own_writes: &mut OwnWrites,
         follow: &FollowUps,
@@ -1159,6 +1179,9 @@ impl Leader {
             }
         }
         let mut turn_waiters: HashSet<&str> = HashSet::new();
+        // Draining nodes' pods from a list that still stands (`DRAIN_LIST_STANDS`).
+        let mut standing: Vec<Arc<PodSnapshot>> = Vec::new();
+        let mut draining_now: HashSet<&str> = HashSet::new();
         for n in &node_snaps {
             let name = n.name.as_str();
             let waits = waits_its_turn(n);
@@ -1169,7 +1192,15 @@ impl Leader {
                 continue;
             }
             if !waits {
-                draining_nodes.push(name.to_string());
+                draining_now.insert(name);
+                let now = Timestamp::now();
+                match drain_lists.get(name).filter(|(at, pods)| {
+                    at.elapsed() < DRAIN_LIST_STANDS
+                        && !pods.iter().any(|p| p.deleted_by.is_some_and(|t| t <= now))
+                }) {
+                    Some((_, pods)) => standing.extend(pods.iter().cloned()),
+                    None => draining_nodes.push(name.to_string()),
+                }
                 continue;
             }
             match pod_cache
@@ -1200,7 +1231,20 @@ impl Leader {
         let mut unlisted: HashSet<&str> = unlisted_names.iter().map(String::as_str).collect();
         let started = std::time::Instant::now();
         let draining_listed = draining_nodes.len();
-        let drained = self.list_pods(draining_nodes, false, pod_cache).await?;
+        let asked = Instant::now();
+        drain_lists.retain(|name, _| draining_now.contains(name.as_str()));
+        let names = draining_nodes.clone();
+        let mut drained = self.list_pods(draining_nodes, false, pod_cache).await?;
+        // Only a whole list stands: entries are made once every list came back.
+        for name in names {
+            drain_lists.insert(name, (asked, Vec::new()));
+        }
+        for p in &drained {
+            if let Some((_, pods)) = p.node.as_ref().and_then(|n| drain_lists.get_mut(n)) {
+                pods.push(Arc::clone(p));
+            }
+        }
+        drained.extend(standing);
         let listing = started.elapsed();
         // A drain whose pods use their whole grace period is looked at again when the
         // first of them should be gone, not up to a drain poll later.
