@@ -1138,6 +1138,7 @@ impl Leader {
 
     /// One pass: its plans and writes; returns what the next pass's timing needs. Each
     /// action's follow-up goes to `follow`, its pods held in `pods` until it is done.
+    #[allow(clippy::too_many_arguments)]
     async fn pass(
         &self,
         pods: &PodHolds,
@@ -1625,6 +1626,7 @@ impl Leader {
     /// node's own steps stay in order) and one slow write does not hold up the rest.
     /// Returns every node acted on, with the Node as its write left it (None when the
     /// action wrote nothing or failed); what each action leaves to do goes to `follow`.
+    #[allow(clippy::too_many_arguments)]
     async fn act_on(
         &self,
         actions: Vec<&PlannedAction>,
@@ -1703,6 +1705,7 @@ impl Leader {
 
     /// Writes the node's next operator state for `a`; returns what is left to do (its
     /// Events, evictions, deletions) and the Node as written.
+    #[allow(clippy::too_many_arguments)]
     async fn act(
         &self,
         node: &Arc<ReadNode>,
