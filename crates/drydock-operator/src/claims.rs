@@ -156,11 +156,13 @@ impl Claim<'_> {
     /// Records the write's outcome: the node as written (with its version), or None when
     /// it failed and whether it took effect is unknown.
     pub fn written(mut self, written: Option<&FleetNode>) {
-        let rv = written.and_then(|n| {
-            kube::ResourceExt::resource_version(n)
-                .as_deref()
-                .and_then(crate::own_writes::resource_version)
-        });
+        self.record(written);
+        self.recorded = true;
+    }
+
+    /// Ends the claim: the node is free again, its latest write `written` (None: outcome
+    /// unknown) counted from a new tick; a step's write is kept for the next pass.
+    fn record(&self, written: Option<&FleetNode>) {
         let by_step = matches!(self.writer, Writer::Step { .. });
         let mut inner = self.claims.lock();
         inner.tick += 1;
@@ -168,14 +170,15 @@ impl Claim<'_> {
         if by_step && let Some(n) = written {
             inner.stepped.push(n.clone());
         }
-        let entry = inner.nodes.entry(self.name.clone()).or_default();
-        *entry = Entry {
-            busy: false,
-            rv,
-            tick,
-            by_step,
-        };
-        self.recorded = true;
+        inner.nodes.insert(
+            self.name.clone(),
+            Entry {
+                busy: false,
+                rv: written.and_then(crate::own_writes::version_of),
+                tick,
+                by_step,
+            },
+        );
     }
 }
 
@@ -184,18 +187,9 @@ impl Drop for Claim<'_> {
         if self.recorded {
             return;
         }
-        // Not written (refused before the request, or the task was cancelled): if the
-        // request went out, its outcome is unknown.
-        let mut inner = self.claims.lock();
-        inner.tick += 1;
-        let tick = inner.tick;
-        let by_step = matches!(self.writer, Writer::Step { .. });
-        if let Some(e) = inner.nodes.get_mut(&self.name) {
-            e.busy = false;
-            e.rv = None;
-            e.tick = tick;
-            e.by_step = by_step;
-        }
+        // Not recorded (the task was cancelled mid-request): if the request went out,
+        // its outcome is unknown.
+        self.record(None);
     }
 }
 

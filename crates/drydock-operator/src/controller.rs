@@ -43,10 +43,10 @@ use futures_util::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::Resource;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -714,31 +714,27 @@ impl Leader {
             })
     }
 
-    /// Lists the pods on `nodes`, a few at a time (the lists are independent reads). A
-    /// waiting node's list is kept in `pod_cache`; a draining node's never is (its drain
-    /// works on what is there now).
+    /// Lists the pods on `nodes` for `purpose` (`candidate`, `draining`), a few at a time
+    /// (the lists are independent reads), and keeps each node's list in `keep`, stamped
+    /// with when it was asked for: a waiting node's in the pod cache, a draining node's
+    /// in the lists that stand for a moment (`DRAIN_LIST_STANDS`). Each node's list is
+    /// whole when kept, even if another node's fails.
     async fn list_pods(
         &self,
         nodes: Vec<String>,
-        waiting: bool,
-        pod_cache: &mut PodCache,
+        purpose: &'static str,
+        keep: &mut PodCache,
     ) -> Result<Vec<Arc<PodSnapshot>>, kube::Error> {
-        let purpose = if waiting { "candidate" } else { "draining" };
-        let mut lists = futures_util::stream::iter(
-            nodes
-                .into_iter()
-                .map(|name| async move { (self.pods_on(&name, purpose).await, name) }),
-        )
+        let mut lists = futures_util::stream::iter(nodes.into_iter().map(|name| async move {
+            let at = Instant::now();
+            (self.pods_on(&name, purpose).await, name, at)
+        }))
         .buffer_unordered(POD_LISTS_AT_ONCE);
         let mut out = Vec::new();
-        while let Some((pods, name)) = lists.next().await {
+        while let Some((pods, name, at)) = lists.next().await {
             let listed = pods?;
-            if waiting {
-                pod_cache.insert(name, (Instant::now(), listed.clone()));
-            } else {
-                pod_cache.remove(&name);
-            }
-            out.extend(listed);
+            out.extend(listed.iter().cloned());
+            keep.insert(name, (at, listed));
         }
         Ok(out)
     }
@@ -832,20 +828,24 @@ impl Leader {
         touched.take();
         let mut leading = self.leading.clone();
         let mut queue: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        // The names in `queue`: each is looked at once, on the cache as it is then.
+        let mut queued: HashSet<String> = HashSet::new();
         let mut running = futures_util::stream::FuturesUnordered::new();
         loop {
             while running.len() < NODES_AT_ONCE
                 && let Some(name) = queue.pop_front()
             {
+                queued.remove(&name);
                 let follow = &follow;
                 running.push(async move { self.step(&name, pods, follow).await });
             }
             tokio::select! {
                 _ = touched.added.notified() => {
-                    let mut names = touched.take();
-                    // Queued names are looked at once, on the cache as it is then.
-                    names.retain(|n| !queue.contains(n));
-                    queue.extend(names);
+                    for name in touched.take() {
+                        if queued.insert(name.clone()) {
+                            queue.push_back(name);
+                        }
+                    }
                 }
                 Some(()) = running.next(), if !running.is_empty() => {}
                 _ = leading.changed() => {
@@ -865,10 +865,7 @@ impl Leader {
         let Some(read) = cached.read() else {
             return;
         };
-        let cache_rv = cached
-            .resource_version()
-            .as_deref()
-            .and_then(crate::own_writes::resource_version);
+        let cache_rv = crate::own_writes::version_of(&cached);
         let policy = self.fleet.policy.borrow().policy.clone();
         let now = Timestamp::now();
         let Some(action) = planner::step(read, &policy, now) else {
@@ -1183,6 +1180,7 @@ impl Leader {
         // Draining nodes' pods from a list that still stands (`DRAIN_LIST_STANDS`).
         let mut standing: Vec<Arc<PodSnapshot>> = Vec::new();
         let mut draining_now: HashSet<&str> = HashSet::new();
+        let read_at = Timestamp::now();
         for n in &node_snaps {
             let name = n.name.as_str();
             let waits = waits_its_turn(n);
@@ -1194,10 +1192,11 @@ impl Leader {
             }
             if !waits {
                 draining_now.insert(name);
-                let now = Timestamp::now();
                 match drain_lists.get(name).filter(|(at, pods)| {
                     at.elapsed() < DRAIN_LIST_STANDS
-                        && !pods.iter().any(|p| p.deleted_by.is_some_and(|t| t <= now))
+                        && !pods
+                            .iter()
+                            .any(|p| p.deleted_by.is_some_and(|t| t <= read_at))
                 }) {
                     Some((_, pods)) => standing.extend(pods.iter().cloned()),
                     None => draining_nodes.push(name.to_string()),
@@ -1220,31 +1219,18 @@ impl Leader {
         own_writes.retain(|name| known.contains(name));
         self.claims.forget_seen(since, |name| {
             let cached = self.fleet.nodes.get(&reflector::ObjectRef::new(name))?;
-            cached
-                .resource_version()
-                .as_deref()
-                .and_then(crate::own_writes::resource_version)
-                // A node without a comparable version still exists: it is kept.
-                .or(Some(0))
+            // A node without a comparable version still exists: it is kept.
+            crate::own_writes::version_of(&cached).or(Some(0))
         });
         drop(known);
         drop(turn_waiters);
         let mut unlisted: HashSet<&str> = unlisted_names.iter().map(String::as_str).collect();
         let started = std::time::Instant::now();
         let draining_listed = draining_nodes.len();
-        let asked = Instant::now();
         drain_lists.retain(|name, _| draining_now.contains(name.as_str()));
-        let names = draining_nodes.clone();
-        let mut drained = self.list_pods(draining_nodes, false, pod_cache).await?;
-        // Only a whole list stands: entries are made once every list came back.
-        for name in names {
-            drain_lists.insert(name, (asked, Vec::new()));
-        }
-        for p in &drained {
-            if let Some((_, pods)) = p.node.as_ref().and_then(|n| drain_lists.get_mut(n)) {
-                pods.push(Arc::clone(p));
-            }
-        }
+        let mut drained = self
+            .list_pods(draining_nodes, "draining", drain_lists)
+            .await?;
         drained.extend(standing);
         let listing = started.elapsed();
         // A drain whose pods use their whole grace period is looked at again when the
@@ -1615,7 +1601,7 @@ impl Leader {
                 "listing candidates' pods"
             );
             pods.extend(
-                self.list_pods(plan.list_pods.clone(), true, pod_cache)
+                self.list_pods(plan.list_pods.clone(), "candidate", pod_cache)
                     .await?,
             );
         }

@@ -28,6 +28,13 @@ pub fn resource_version(rv: &str) -> Option<u64> {
     rv.parse().ok()
 }
 
+/// `node`'s resource version as an integer ([`resource_version`]), when it has one.
+pub fn version_of(node: &FleetNode) -> Option<u64> {
+    node.resource_version()
+        .as_deref()
+        .and_then(resource_version)
+}
+
 /// Nodes as the leader last wrote them, by name, with the version each write made.
 #[derive(Debug, Default)]
 pub struct OwnWrites {
@@ -41,11 +48,7 @@ impl OwnWrites {
         let Some(read) = written.read() else {
             return;
         };
-        let Some(rv) = written
-            .resource_version()
-            .as_deref()
-            .and_then(resource_version)
-        else {
+        let Some(rv) = version_of(written) else {
             self.by_node.remove(&read.name);
             return;
         };
@@ -66,10 +69,7 @@ impl OwnWrites {
         let Some((kept, written)) = self.by_node.get(&read.name) else {
             return Some(Arc::clone(read));
         };
-        let cache_rv = cached
-            .resource_version()
-            .as_deref()
-            .and_then(resource_version);
+        let cache_rv = version_of(cached);
         match cache_rv {
             Some(rv) if rv < *kept => Some(Arc::clone(written)),
             _ => {
