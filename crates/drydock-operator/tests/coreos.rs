@@ -140,11 +140,23 @@ async fn coreos_agents_stage_the_pinned_release_from_the_graph_through_barriers_
             a.get(keys::VERSION_PIN).map(String::as_str),
             Some("<=41.20251126")
         );
-        let msg = a.get(keys::AGENT_MESSAGE).cloned().unwrap_or_default();
-        assert!(
-            msg.contains("dead-end") && msg.contains(E),
-            "{n} says why it stays on D: {msg:?}"
-        );
+    }
+    // The agent says why it stays on D once it has asked the graph from D, which may
+    // come a moment after the node is reported Done.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for n in &names {
+        loop {
+            let a = node_annotations(&env, n).await;
+            let msg = a.get(keys::AGENT_MESSAGE).cloned().unwrap_or_default();
+            if msg.contains("dead-end") && msg.contains(E) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} does not say why it stays on D within 30 s: {msg:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     assert_eq!(
         peak(&observed, "workers"),
