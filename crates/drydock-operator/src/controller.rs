@@ -74,6 +74,45 @@ pub const WAITING_PODS_TTL: Duration = Duration::from_secs(30);
 /// opening with every draining node's list; the drain's own polls are further apart.
 const DRAIN_LIST_STANDS: Duration = Duration::from_millis(500);
 
+/// How long a draining node's list stands when the drain has nothing left to evict on
+/// it (every pod it has to wait for is already terminating) and no pod in it is due to
+/// be gone yet. Until the first of them is due, a new list could only show the same
+/// pods still terminating, so the passes wait for that moment rather than listing the
+/// node every half second; the bound keeps a pod with a long grace period from hiding
+/// the rest of the node (a pod bound to the node by name, past the cordon) for long.
+const DRAIN_LIST_TERMINATING_STANDS: Duration = Duration::from_secs(10);
+
+/// Whether a draining node's pod list taken `age` ago still stands for a pass reading
+/// at `now` (see [`DRAIN_LIST_STANDS`], [`DRAIN_LIST_TERMINATING_STANDS`]).
+fn drain_list_stands(pods: &[Arc<PodSnapshot>], age: Duration, now: Timestamp) -> bool {
+    if pods.iter().any(|p| p.deleted_by.is_some_and(|t| t <= now)) {
+        return false;
+    }
+    if age < DRAIN_LIST_STANDS {
+        return true;
+    }
+    age < DRAIN_LIST_TERMINATING_STANDS
+        && pods.iter().any(|p| p.terminating())
+        && !pods.iter().any(|p| p.needs_eviction())
+}
+
+/// The pods a pass knows before it lists its draining nodes: the waiting nodes' and the
+/// standing lists it already holds, and each of `draining`'s last list however old.
+/// None when one of `draining` has no list at all (its pending evictions are unknown).
+fn last_lists(
+    held: &[Arc<PodSnapshot>],
+    standing: &[Arc<PodSnapshot>],
+    draining: &[String],
+    drain_lists: &PodCache,
+) -> Option<Vec<Arc<PodSnapshot>>> {
+    let mut known: Vec<Arc<PodSnapshot>> = held.to_vec();
+    known.extend(standing.iter().cloned());
+    for name in draining {
+        known.extend(drain_lists.get(name)?.1.iter().cloned());
+    }
+    Some(known)
+}
+
 /// How many pod lists a pass has in flight at once.
 const POD_LISTS_AT_ONCE: usize = 32;
 
@@ -1192,12 +1231,10 @@ impl Leader {
             }
             if !waits {
                 draining_now.insert(name);
-                match drain_lists.get(name).filter(|(at, pods)| {
-                    at.elapsed() < DRAIN_LIST_STANDS
-                        && !pods
-                            .iter()
-                            .any(|p| p.deleted_by.is_some_and(|t| t <= read_at))
-                }) {
+                match drain_lists
+                    .get(name)
+                    .filter(|(at, pods)| drain_list_stands(pods, at.elapsed(), read_at))
+                {
                     Some((_, pods)) => standing.extend(pods.iter().cloned()),
                     None => draining_nodes.push(name.to_string()),
                 }
@@ -1209,6 +1246,15 @@ impl Leader {
             {
                 Some((_, pods)) => pod_snaps.extend(pods.iter().cloned()),
                 None => unlisted_names.push(name.to_string()),
+            }
+        }
+        // A node started since the last pass has its list from when it waited: it goes
+        // with the draining lists (too old to stand; `start_first` plans on it).
+        for name in &draining_now {
+            if !drain_lists.contains_key(*name)
+                && let Some(listed) = pod_cache.get(*name)
+            {
+                drain_lists.insert((*name).to_string(), listed.clone());
             }
         }
         // Pods kept only for nodes that still wait their turn, and not for long.
@@ -1225,22 +1271,6 @@ impl Leader {
         drop(known);
         drop(turn_waiters);
         let mut unlisted: HashSet<&str> = unlisted_names.iter().map(String::as_str).collect();
-        let started = std::time::Instant::now();
-        let draining_listed = draining_nodes.len();
-        drain_lists.retain(|name, _| draining_now.contains(name.as_str()));
-        let mut drained = self
-            .list_pods(draining_nodes, "draining", drain_lists)
-            .await?;
-        drained.extend(standing);
-        let listing = started.elapsed();
-        // A drain whose pods use their whole grace period is looked at again when the
-        // first of them should be gone, not up to a drain poll later.
-        let listed = Timestamp::now();
-        let pods_due = drydock_core::snapshot::first_gone(drained.iter().map(|p| &**p), listed)
-            .map(|ahead| Instant::now() + ahead + POD_GONE_MARGIN);
-        let overdue =
-            drydock_core::snapshot::overdue(drained.iter().map(|p| &**p), listed, OVERDUE_WINDOW);
-        pod_snaps.extend(drained);
         let pdb_snaps: Vec<_> = self
             .fleet
             .pdbs
@@ -1254,6 +1284,55 @@ impl Leader {
                 }
             })
             .collect();
+        drain_lists.retain(|name, _| draining_now.contains(name.as_str()));
+        // Slots free now are filled while the draining nodes are listed (see
+        // `start_first`); the nodes started are left out of the rest of the pass.
+        let known = if draining_nodes.is_empty() {
+            None
+        } else {
+            last_lists(&pod_snaps, &standing, &draining_nodes, drain_lists)
+        };
+        let early = async {
+            match known {
+                Some(known) => {
+                    self.start_first(
+                        &policy,
+                        Timestamp::now(),
+                        &node_snaps,
+                        known,
+                        &pdb_snaps,
+                        &unlisted,
+                        pods,
+                        follow,
+                        who,
+                    )
+                    .await
+                }
+                None => Ok(HashMap::new()),
+            }
+        };
+        let started = std::time::Instant::now();
+        let draining_listed = draining_nodes.len();
+        let listing = async {
+            let listed = self
+                .list_pods(draining_nodes, "draining", drain_lists)
+                .await;
+            (listed, started.elapsed())
+        };
+        let (early, (drained, listing)) = tokio::join!(early, listing);
+        let early = early?;
+        let mut drained = drained?;
+        let mut draining = take_written(&early, &mut node_snaps, own_writes) > 0;
+        let mut acted: HashMap<String, Option<FleetNode>> = early;
+        drained.extend(standing);
+        // A drain whose pods use their whole grace period is looked at again when the
+        // first of them should be gone, not up to a drain poll later.
+        let listed = Timestamp::now();
+        let pods_due = drydock_core::snapshot::first_gone(drained.iter().map(|p| &**p), listed)
+            .map(|ahead| Instant::now() + ahead + POD_GONE_MARGIN);
+        let overdue =
+            drydock_core::snapshot::overdue(drained.iter().map(|p| &**p), listed, OVERDUE_WINDOW);
+        pod_snaps.extend(drained);
         let now = Timestamp::now();
         let (mut snapshot, mut plan) = self
             .plan_listing(
@@ -1286,7 +1365,7 @@ impl Leader {
         let steps: Vec<(PlannedAction, Arc<ReadNode>)> = plan
             .actions
             .iter()
-            .filter(|a| is_step(a, &snapshot))
+            .filter(|a| !acted.contains_key(&a.node) && is_step(a, &snapshot))
             .filter_map(|a| {
                 let read = snapshot.node_index(&a.node).map(|i| &snapshot.nodes()[i])?;
                 Some((a.clone(), Arc::clone(read)))
@@ -1301,10 +1380,9 @@ impl Leader {
             follow,
             who,
         );
-        let mut acted: HashMap<String, Option<FleetNode>> =
-            steps.iter().map(|(a, _)| (a.node.clone(), None)).collect();
+        acted.extend(steps.iter().map(|(a, _)| (a.node.clone(), None)));
         let batches = async {
-            let mut draining = false;
+            let mut drained_any = false;
             // Whether `node_snaps` hold writes that `plan` was not made on.
             let mut stale = false;
             loop {
@@ -1350,7 +1428,7 @@ impl Leader {
                     debug!(freed, freeing_ms, planning_ms, "batch");
                     continue;
                 }
-                draining |= starting.iter().any(|a| drains(a));
+                drained_any |= starting.iter().any(|a| drains(a));
                 let tried = starting.len();
                 let started = self
                     .act_on(starting, &snapshot, &policy, now, pods, follow, who)
@@ -1370,11 +1448,11 @@ impl Leader {
                 }
                 stale = true;
             }
-            Ok::<_, ActError>(draining)
+            Ok::<_, ActError>(drained_any)
         };
         let (stepped, batched) = tokio::join!(stepping, batches);
         let stepped = stepped?;
-        let mut draining = batched?;
+        draining |= batched?;
         take_written(&stepped, &mut node_snaps, own_writes);
         acted.extend(stepped);
 
@@ -1607,6 +1685,45 @@ impl Leader {
         }
     }
 
+    /// Starts the disruptions the slots free now allow while a pass lists its draining
+    /// nodes' pods: a slot a step freed is then taken within one plan's time rather than
+    /// after a round of lists (up to one a draining node). The plan is made on `known`,
+    /// each draining node's last list however old ([`last_lists`]), which can only be
+    /// behind the node by pods that have gone or begun terminating since: it counts the
+    /// budgets' pending evictions high, never low, so it starts no drain a fresh plan
+    /// would not. Only starts are taken from it (a grant or an eviction waits for the
+    /// fresh lists). Returns the nodes started, as [`Self::act_on`] does.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_first(
+        &self,
+        policy: &Policy,
+        now: Timestamp,
+        nodes: &[Arc<ReadNode>],
+        known: Vec<Arc<PodSnapshot>>,
+        pdbs: &[drydock_core::snapshot::PdbSnapshot],
+        unlisted: &HashSet<&str>,
+        pods: &PodHolds,
+        follow: &FollowUps,
+        who: Writer,
+    ) -> Result<HashMap<String, Option<FleetNode>>, ActError> {
+        let started = std::time::Instant::now();
+        let snapshot = Snapshot::from_read(nodes.to_vec(), known, pdbs.to_vec())
+            .with_pods_unlisted(unlisted.iter().copied());
+        let plan = planner::plan(&snapshot, policy, now);
+        self.metrics.planned(started.elapsed());
+        let starting: Vec<&PlannedAction> = plan
+            .actions
+            .iter()
+            .filter(|a| starts(a, &snapshot))
+            .collect();
+        if starting.is_empty() {
+            return Ok(HashMap::new());
+        }
+        debug!(nodes = starting.len(), "starting beside the draining lists");
+        self.act_on(starting, &snapshot, policy, now, pods, follow, who)
+            .await
+    }
+
     /// Acts on `actions` (nodes as read in `snapshot`). Each node's writes are
     /// independent of every other node's, so several nodes are acted on at once (each
     /// node's own steps stay in order) and one slow write does not hold up the rest.
@@ -1800,6 +1917,90 @@ impl Leader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod_on_node(name: &str, deleted_by: Option<Timestamp>) -> Arc<PodSnapshot> {
+        Arc::new(PodSnapshot {
+            namespace: "ns".into(),
+            name: name.into(),
+            uid: name.into(),
+            node: Some("n".into()),
+            labels: Default::default(),
+            owner: drydock_core::snapshot::PodOwner::Unmanaged,
+            phase: drydock_core::snapshot::PodPhase::Running,
+            ready: true,
+            deleted_by,
+            has_empty_dir: false,
+        })
+    }
+
+    #[test]
+    fn the_early_plan_takes_every_last_list_or_none_when_a_draining_node_has_none() {
+        let held = vec![pod_on_node("waiting", None)];
+        let standing = vec![pod_on_node("standing", None)];
+        let mut lists = PodCache::new();
+        lists.insert(
+            "old".into(),
+            (
+                Instant::now() - Duration::from_secs(60),
+                vec![pod_on_node("stale", None)],
+            ),
+        );
+        let known = last_lists(&held, &standing, &["old".into()], &lists).expect("all listed");
+        let names: Vec<&str> = known.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["waiting", "standing", "stale"], "however old");
+        assert!(
+            last_lists(&held, &standing, &["old".into(), "new".into()], &lists).is_none(),
+            "a draining node never listed: its pending evictions are unknown"
+        );
+    }
+
+    #[test]
+    fn a_draining_list_stands_long_only_while_everything_on_it_is_already_going() {
+        let now = Timestamp::now();
+        let later = now + jiff::SignedDuration::from_secs(5);
+        let ms = Duration::from_millis;
+        let running = pod_on_node("a", None);
+        let going = pod_on_node("b", Some(later));
+        let due = pod_on_node("c", Some(now));
+        // A pod still to evict: the list stands for a moment only.
+        assert!(drain_list_stands(
+            std::slice::from_ref(&running),
+            ms(100),
+            now
+        ));
+        assert!(!drain_list_stands(
+            std::slice::from_ref(&running),
+            ms(600),
+            now
+        ));
+        assert!(!drain_list_stands(
+            &[running.clone(), going.clone()],
+            ms(600),
+            now
+        ));
+        // Everything on it terminating and none due: it stands until one is due, bounded.
+        assert!(drain_list_stands(
+            std::slice::from_ref(&going),
+            ms(600),
+            now
+        ));
+        assert!(drain_list_stands(
+            std::slice::from_ref(&going),
+            ms(9_000),
+            now
+        ));
+        assert!(!drain_list_stands(
+            std::slice::from_ref(&going),
+            ms(10_000),
+            now
+        ));
+        // A pod due to be gone: never, however young the list.
+        assert!(!drain_list_stands(&[going.clone(), due], ms(10), now));
+        assert!(!drain_list_stands(&[going], ms(600), later));
+        // An empty list (the drain is done) stands only for the moment.
+        assert!(drain_list_stands(&[], ms(100), now));
+        assert!(!drain_list_stands(&[], ms(600), now));
+    }
 
     #[test]
     fn a_pod_is_held_while_its_eviction_is_queued_and_a_little_after() {
