@@ -1199,7 +1199,7 @@ impl Leader {
             }
         }
         let mut turn_waiters: HashSet<&str> = HashSet::new();
-        // Draining nodes' pods from a list that still stands (`DRAIN_LIST_STANDS`).
+        // Draining nodes' pods from a list that still stands (`drain_list_stands`).
         let mut standing: Vec<Arc<PodSnapshot>> = Vec::new();
         let mut draining_now: HashSet<&str> = HashSet::new();
         let read_at = Timestamp::now();
@@ -1844,44 +1844,23 @@ mod tests {
         let running = pod_on_node("a", None);
         let going = pod_on_node("b", Some(later));
         let due = pod_on_node("c", Some(now));
+        let stands = |pods: &[Arc<PodSnapshot>], age_ms: u64, at: Timestamp| {
+            drain_list_stands(pods, ms(age_ms), at)
+        };
         // A pod still to evict: the list stands for a moment only.
-        assert!(drain_list_stands(
-            std::slice::from_ref(&running),
-            ms(100),
-            now
-        ));
-        assert!(!drain_list_stands(
-            std::slice::from_ref(&running),
-            ms(600),
-            now
-        ));
-        assert!(!drain_list_stands(
-            &[running.clone(), going.clone()],
-            ms(600),
-            now
-        ));
+        assert!(stands(std::slice::from_ref(&running), 100, now));
+        assert!(!stands(std::slice::from_ref(&running), 600, now));
+        assert!(!stands(&[running.clone(), going.clone()], 600, now));
         // Everything on it terminating and none due: it stands until one is due, bounded.
-        assert!(drain_list_stands(
-            std::slice::from_ref(&going),
-            ms(600),
-            now
-        ));
-        assert!(drain_list_stands(
-            std::slice::from_ref(&going),
-            ms(9_000),
-            now
-        ));
-        assert!(!drain_list_stands(
-            std::slice::from_ref(&going),
-            ms(10_000),
-            now
-        ));
+        assert!(stands(std::slice::from_ref(&going), 600, now));
+        assert!(stands(std::slice::from_ref(&going), 9_000, now));
+        assert!(!stands(std::slice::from_ref(&going), 10_000, now));
         // A pod due to be gone: never, however young the list.
-        assert!(!drain_list_stands(&[going.clone(), due], ms(10), now));
-        assert!(!drain_list_stands(&[going], ms(600), later));
+        assert!(!stands(&[going.clone(), due], 10, now));
+        assert!(!stands(&[going], 600, later));
         // An empty list (the drain is done) stands only for the moment.
-        assert!(drain_list_stands(&[], ms(100), now));
-        assert!(!drain_list_stands(&[], ms(600), now));
+        assert!(stands(&[], 100, now));
+        assert!(!stands(&[], 600, now));
     }
 
     #[test]
