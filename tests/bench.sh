@@ -4,6 +4,11 @@
 # runs `drydockctl bench`; arguments are passed on, e.g.
 #   tests/bench.sh --nodes 100,1000,5000 --profile uniform,mixed --results docs/bench
 # Results: a JSON file and a phase plot per run, summary.md and summary.json.
+#
+# The operator and the agent measured are the container images' builds: static, with
+# musl's allocator (images/build.sh), whose resident memory differs from a glibc build's.
+# The simulated fleet (drydock-sim) runs from the release build. Pass --bin-dir DIR to
+# measure other builds (DIR holding drydock-operator, drydock-agent and drydock-sim).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DRYDOCK_CLUSTER_BIN=$(tests/cluster/build.sh | tail -n 1)
@@ -11,4 +16,17 @@ export DRYDOCK_CLUSTER_BIN
 cargo build --release --bins
 # The planner's own cost at 5,000 nodes, without the API server around it.
 cargo bench -p drydock-core
-exec target/release/drydockctl bench "$@"
+
+bin_dir=()
+if [[ " $* " != *" --bin-dir "* && " $* " != *" --bin-dir="* ]]; then
+  musl=x86_64-unknown-linux-musl
+  rustup target list --installed | grep -qx "$musl" || rustup target add "$musl"
+  command -v musl-gcc >/dev/null || { echo "tests/bench.sh: musl-gcc is missing (apt-get install musl-tools)" >&2; exit 1; }
+  cargo build --release --locked --target "$musl" -p drydock-agent -p drydock-operator
+  out=${CARGO_TARGET_DIR:-target}
+  mkdir -p "$out/bench-bin"
+  cp -f "$out/$musl/release/drydock-operator" "$out/$musl/release/drydock-agent" \
+    "$out/release/drydock-sim" "$out/bench-bin/"
+  bin_dir=(--bin-dir "$out/bench-bin")
+fi
+exec "${CARGO_TARGET_DIR:-target}/release/drydockctl" bench "${bin_dir[@]}" "$@"

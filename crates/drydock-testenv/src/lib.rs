@@ -23,10 +23,7 @@ use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-pub use process::{
-    Component, start as start_process, start_env as start_process_with_env,
-    start_piped as start_piped_process,
-};
+pub use process::{Component, start as start_process, start_piped as start_piped_process};
 
 /// Environment variable naming the directory with the control-plane binaries.
 pub const BIN_ENV: &str = "DRYDOCK_CLUSTER_BIN";

@@ -85,19 +85,7 @@ pub fn start(
     args: &[String],
     log_dir: &Path,
 ) -> Result<Component, Error> {
-    start_with(name, program, args, &[], log_dir, false)
-}
-
-/// [`start`], with these variables added to the environment (as a manifest's `env`
-/// would add them).
-pub fn start_env(
-    name: &str,
-    program: &Path,
-    args: &[String],
-    env: &[(&str, &str)],
-    log_dir: &Path,
-) -> Result<Component, Error> {
-    start_with(name, program, args, env, log_dir, false)
+    start_with(name, program, args, log_dir, false)
 }
 
 /// [`start`], but with stdin and stdout as pipes to this process (see
@@ -108,14 +96,13 @@ pub fn start_piped(
     args: &[String],
     log_dir: &Path,
 ) -> Result<Component, Error> {
-    start_with(name, program, args, &[], log_dir, true)
+    start_with(name, program, args, log_dir, true)
 }
 
 fn start_with(
     name: &str,
     program: &Path,
     args: &[String],
-    env: &[(&str, &str)],
     log_dir: &Path,
     piped: bool,
 ) -> Result<Component, Error> {
@@ -131,7 +118,6 @@ fn start_with(
         .arg("--")
         .arg(program)
         .args(args)
-        .envs(env.iter().copied())
         .stderr(err);
     if piped {
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped());

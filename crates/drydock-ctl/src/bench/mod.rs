@@ -19,6 +19,7 @@
 //! - a plot of nodes per phase over time (SVG).
 
 pub mod audit;
+pub mod binary;
 pub mod fleet;
 pub mod report;
 
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use drydock_core::protocol::{Phase, parse_node_state};
 use drydock_sim::omaha::OmahaServer;
-use drydock_testenv::{NodeSpec, TestEnv, start_process_with_env, workload};
+use drydock_testenv::{NodeSpec, TestEnv, start_process, workload};
 use futures_util::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -374,12 +375,6 @@ fn histogram_stats(metrics: &str, name: &str) -> (u64, f64, Option<f64>) {
     let mean = if count > 0 { sum / count as f64 } else { 0.0 };
     (count, mean, p99)
 }
-
-/// What `deploy/base/operator.yaml` sets in the operator's environment: one malloc arena
-/// (glibc gives each thread its own, and the operator's freed memory then sits in two;
-/// at 1,000 nodes the peak RSS was 40.1 MiB with two and 30.2 MiB with one). A test
-/// checks that the manifest says the same.
-pub(crate) const OPERATOR_ENV: &[(&str, &str)] = &[("GLIBC_TUNABLES", "glibc.malloc.arena_max=1")];
 
 /// The operator's node writes by cause (`drydock_node_writes_total`), from its metrics.
 fn node_writes(metrics: &str) -> BTreeMap<String, u64> {
@@ -827,15 +822,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
         o.started = Some(t0);
         o.initial = o.phase.clone();
     }
-    // The environment the Deployment gives the operator (deploy/base/operator.yaml).
-    let mut operator = start_process_with_env(
-        "drydock-operator",
-        &bins.operator,
-        &args,
-        OPERATOR_ENV,
-        &logs,
-    )
-    .context("starting drydock-operator")?;
+    // The Deployment (deploy/base/operator.yaml) sets nothing in the operator's
+    // environment that changes how it runs; the image's static (musl) build reads no
+    // allocator tunables either.
+    let mut operator = start_process("drydock-operator", &bins.operator, &args, &logs)
+        .context("starting drydock-operator")?;
     say(
         clock,
         &format!(
@@ -1037,6 +1028,9 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
         "peakUnavailable": peak,
         "peakUnavailableByDrydock": peak_by_drydock,
         "operator": {
+            // Which build was measured: the images' static (musl) one or a dynamic
+            // (glibc) one; their allocators hold memory differently.
+            "binary": binary::describe(&bins.operator),
             "peakRssMiB": op_final.hwm_kib as f64 / 1024.0,
             "rssMiB": rss_summary(&op_rss),
             "cpuSeconds": op_final.cpu_s,
@@ -1060,6 +1054,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<serde_json::Value> {
                 .collect::<serde_json::Map<_, _>>(),
         },
         "agent": {
+            "binary": binary::describe(&bins.agent),
             "peakRssMiB": agent_hwm as f64 / 1024.0,
         },
         // CPU seconds each process used over the rollout, and the machine's busy and
@@ -1210,6 +1205,11 @@ pub fn table(results: &[serde_json::Value]) -> String {
         "| run | nodes | pods | limit | makespan s | lower bound s | ratio | slot over drain+reboot mean / p99 s | reaction p50 / p99 s | operator writes/update (no evictions) | operator peak RSS MiB | operator CPU s | planner mean / p99 bucket ms | agent peak RSS MiB | peak unavailable (by drydock) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let f = |v: &serde_json::Value| v.as_f64().map_or("–".to_string(), |x| format!("{x:.2}"));
+    // A peak resident set with the build it belongs to, when the run recorded it.
+    let rss = |part: &serde_json::Value| match part["binary"]["linkage"].as_str() {
+        Some(l @ ("static" | "dynamic")) => format!("{} ({l})", f(&part["peakRssMiB"])),
+        _ => f(&part["peakRssMiB"]),
+    };
     for r in results {
         // A run stopped short says so in its name, with how far it got.
         let label = r["label"].as_str().unwrap_or("?");
@@ -1236,11 +1236,11 @@ pub fn table(results: &[serde_json::Value]) -> String {
             f(&r["reaction"]["p99Seconds"]),
             f(&r["operator"]["writesPerUpdate"]),
             f(&r["operator"]["writesPerUpdateWithoutEvictions"]),
-            f(&r["operator"]["peakRssMiB"]),
+            rss(&r["operator"]),
             f(&r["operator"]["cpuSeconds"]),
             f(&r["operator"]["plannerMeanMs"]),
             f(&r["operator"]["plannerP99BucketMs"]),
-            f(&r["agent"]["peakRssMiB"]),
+            rss(&r["agent"]),
             r["peakUnavailable"],
             r.get("peakUnavailableByDrydock").unwrap_or(&serde_json::Value::Null),
         ));
@@ -1281,6 +1281,15 @@ mod tests {
         with_slots["slotOverServiceSeconds"] = json!({"meanSeconds": 3.25, "p99Seconds": 7.5});
         let t = table(&[with_slots]);
         assert!(t.contains("| 3.25 / 7.50 |"), "{t}");
+        // A run that recorded its builds names them beside their memory.
+        let mut with_builds = partial.clone();
+        with_builds["operator"]["binary"] =
+            json!({"path": "/b/drydock-operator", "linkage": "static"});
+        with_builds["agent"]["binary"] = json!({"path": "/b/drydock-agent", "linkage": "dynamic"});
+        let t = table(&[with_builds]);
+        assert!(t.contains("| 17.00 (static) | 3.00 |"), "{t}");
+        assert!(t.contains("| 10.00 (dynamic) | 21 (20) |"), "{t}");
+        assert!(rows[0].contains("| 17.00 | 3.00 |"), "{}", rows[0]);
     }
 
     #[test]
@@ -1317,18 +1326,6 @@ drydock_pass_duration_seconds_count 4\n";
             histogram_stats(&both, "drydock_planner_duration_seconds").0,
             100
         );
-    }
-
-    #[test]
-    fn the_bench_gives_the_operator_the_environment_its_manifest_does() {
-        let manifest = include_str!("../../../../deploy/base/operator.yaml");
-        for (name, value) in OPERATOR_ENV {
-            let entry = format!("- name: {name}\n              value: {value}");
-            assert!(
-                manifest.contains(&entry),
-                "deploy/base/operator.yaml lacks {entry:?}"
-            );
-        }
     }
 
     #[test]
