@@ -96,6 +96,23 @@ fn drain_list_stands(pods: &[Arc<PodSnapshot>], age: Duration, now: Timestamp) -
         && !pods.iter().any(|p| p.needs_eviction())
 }
 
+/// The pods a pass knows before it lists its draining nodes: the waiting nodes' and the
+/// standing lists it already holds, and each of `draining`'s last list however old.
+/// None when one of `draining` has no list at all (its pending evictions are unknown).
+fn last_lists(
+    held: &[Arc<PodSnapshot>],
+    standing: &[Arc<PodSnapshot>],
+    draining: &[String],
+    drain_lists: &PodCache,
+) -> Option<Vec<Arc<PodSnapshot>>> {
+    let mut known: Vec<Arc<PodSnapshot>> = held.to_vec();
+    known.extend(standing.iter().cloned());
+    for name in draining {
+        known.extend(drain_lists.get(name)?.1.iter().cloned());
+    }
+    Some(known)
+}
+
 /// How many pod lists a pass has in flight at once.
 const POD_LISTS_AT_ONCE: usize = 32;
 
@@ -1231,6 +1248,15 @@ impl Leader {
                 None => unlisted_names.push(name.to_string()),
             }
         }
+        // A node started since the last pass has its list from when it waited: it goes
+        // with the draining lists (too old to stand; `start_first` plans on it).
+        for name in &draining_now {
+            if !drain_lists.contains_key(*name)
+                && let Some(listed) = pod_cache.get(*name)
+            {
+                drain_lists.insert((*name).to_string(), listed.clone());
+            }
+        }
         // Pods kept only for nodes that still wait their turn, and not for long.
         pod_cache.retain(|name, (at, _)| {
             at.elapsed() < WAITING_PODS_TTL && turn_waiters.contains(name.as_str())
@@ -1245,22 +1271,6 @@ impl Leader {
         drop(known);
         drop(turn_waiters);
         let mut unlisted: HashSet<&str> = unlisted_names.iter().map(String::as_str).collect();
-        let started = std::time::Instant::now();
-        let draining_listed = draining_nodes.len();
-        drain_lists.retain(|name, _| draining_now.contains(name.as_str()));
-        let mut drained = self
-            .list_pods(draining_nodes, "draining", drain_lists)
-            .await?;
-        drained.extend(standing);
-        let listing = started.elapsed();
-        // A drain whose pods use their whole grace period is looked at again when the
-        // first of them should be gone, not up to a drain poll later.
-        let listed = Timestamp::now();
-        let pods_due = drydock_core::snapshot::first_gone(drained.iter().map(|p| &**p), listed)
-            .map(|ahead| Instant::now() + ahead + POD_GONE_MARGIN);
-        let overdue =
-            drydock_core::snapshot::overdue(drained.iter().map(|p| &**p), listed, OVERDUE_WINDOW);
-        pod_snaps.extend(drained);
         let pdb_snaps: Vec<_> = self
             .fleet
             .pdbs
@@ -1274,6 +1284,55 @@ impl Leader {
                 }
             })
             .collect();
+        drain_lists.retain(|name, _| draining_now.contains(name.as_str()));
+        // Slots free now are filled while the draining nodes are listed (see
+        // `start_first`); the nodes started are left out of the rest of the pass.
+        let known = if draining_nodes.is_empty() {
+            None
+        } else {
+            last_lists(&pod_snaps, &standing, &draining_nodes, drain_lists)
+        };
+        let early = async {
+            match known {
+                Some(known) => {
+                    self.start_first(
+                        &policy,
+                        Timestamp::now(),
+                        &node_snaps,
+                        known,
+                        &pdb_snaps,
+                        &unlisted,
+                        pods,
+                        follow,
+                        who,
+                    )
+                    .await
+                }
+                None => Ok(HashMap::new()),
+            }
+        };
+        let started = std::time::Instant::now();
+        let draining_listed = draining_nodes.len();
+        let listing = async {
+            let listed = self
+                .list_pods(draining_nodes, "draining", drain_lists)
+                .await;
+            (listed, started.elapsed())
+        };
+        let (early, (drained, listing)) = tokio::join!(early, listing);
+        let early = early?;
+        let mut drained = drained?;
+        let mut draining = take_written(&early, &mut node_snaps, own_writes) > 0;
+        let mut acted: HashMap<String, Option<FleetNode>> = early;
+        drained.extend(standing);
+        // A drain whose pods use their whole grace period is looked at again when the
+        // first of them should be gone, not up to a drain poll later.
+        let listed = Timestamp::now();
+        let pods_due = drydock_core::snapshot::first_gone(drained.iter().map(|p| &**p), listed)
+            .map(|ahead| Instant::now() + ahead + POD_GONE_MARGIN);
+        let overdue =
+            drydock_core::snapshot::overdue(drained.iter().map(|p| &**p), listed, OVERDUE_WINDOW);
+        pod_snaps.extend(drained);
         let now = Timestamp::now();
         let (mut snapshot, mut plan) = self
             .plan_listing(
@@ -1306,7 +1365,7 @@ impl Leader {
         let steps: Vec<(PlannedAction, Arc<ReadNode>)> = plan
             .actions
             .iter()
-            .filter(|a| is_step(a, &snapshot))
+            .filter(|a| !acted.contains_key(&a.node) && is_step(a, &snapshot))
             .filter_map(|a| {
                 let read = snapshot.node_index(&a.node).map(|i| &snapshot.nodes()[i])?;
                 Some((a.clone(), Arc::clone(read)))
@@ -1321,10 +1380,9 @@ impl Leader {
             follow,
             who,
         );
-        let mut acted: HashMap<String, Option<FleetNode>> =
-            steps.iter().map(|(a, _)| (a.node.clone(), None)).collect();
+        acted.extend(steps.iter().map(|(a, _)| (a.node.clone(), None)));
         let batches = async {
-            let mut draining = false;
+            let mut drained_any = false;
             // Whether `node_snaps` hold writes that `plan` was not made on.
             let mut stale = false;
             loop {
@@ -1370,7 +1428,7 @@ impl Leader {
                     debug!(freed, freeing_ms, planning_ms, "batch");
                     continue;
                 }
-                draining |= starting.iter().any(|a| drains(a));
+                drained_any |= starting.iter().any(|a| drains(a));
                 let tried = starting.len();
                 let started = self
                     .act_on(starting, &snapshot, &policy, now, pods, follow, who)
@@ -1390,11 +1448,11 @@ impl Leader {
                 }
                 stale = true;
             }
-            Ok::<_, ActError>(draining)
+            Ok::<_, ActError>(drained_any)
         };
         let (stepped, batched) = tokio::join!(stepping, batches);
         let stepped = stepped?;
-        let mut draining = batched?;
+        draining |= batched?;
         take_written(&stepped, &mut node_snaps, own_writes);
         acted.extend(stepped);
 
@@ -1627,6 +1685,45 @@ impl Leader {
         }
     }
 
+    /// Starts the disruptions the slots free now allow while a pass lists its draining
+    /// nodes' pods: a slot a step freed is then taken within one plan's time rather than
+    /// after a round of lists (up to one a draining node). The plan is made on `known`,
+    /// each draining node's last list however old ([`last_lists`]), which can only be
+    /// behind the node by pods that have gone or begun terminating since: it counts the
+    /// budgets' pending evictions high, never low, so it starts no drain a fresh plan
+    /// would not. Only starts are taken from it (a grant or an eviction waits for the
+    /// fresh lists). Returns the nodes started, as [`Self::act_on`] does.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_first(
+        &self,
+        policy: &Policy,
+        now: Timestamp,
+        nodes: &[Arc<ReadNode>],
+        known: Vec<Arc<PodSnapshot>>,
+        pdbs: &[drydock_core::snapshot::PdbSnapshot],
+        unlisted: &HashSet<&str>,
+        pods: &PodHolds,
+        follow: &FollowUps,
+        who: Writer,
+    ) -> Result<HashMap<String, Option<FleetNode>>, ActError> {
+        let started = std::time::Instant::now();
+        let snapshot = Snapshot::from_read(nodes.to_vec(), known, pdbs.to_vec())
+            .with_pods_unlisted(unlisted.iter().copied());
+        let plan = planner::plan(&snapshot, policy, now);
+        self.metrics.planned(started.elapsed());
+        let starting: Vec<&PlannedAction> = plan
+            .actions
+            .iter()
+            .filter(|a| starts(a, &snapshot))
+            .collect();
+        if starting.is_empty() {
+            return Ok(HashMap::new());
+        }
+        debug!(nodes = starting.len(), "starting beside the draining lists");
+        self.act_on(starting, &snapshot, policy, now, pods, follow, who)
+            .await
+    }
+
     /// Acts on `actions` (nodes as read in `snapshot`). Each node's writes are
     /// independent of every other node's, so several nodes are acted on at once (each
     /// node's own steps stay in order) and one slow write does not hold up the rest.
@@ -1834,6 +1931,27 @@ mod tests {
             deleted_by,
             has_empty_dir: false,
         })
+    }
+
+    #[test]
+    fn the_early_plan_takes_every_last_list_or_none_when_a_draining_node_has_none() {
+        let held = vec![pod_on_node("waiting", None)];
+        let standing = vec![pod_on_node("standing", None)];
+        let mut lists = PodCache::new();
+        lists.insert(
+            "old".into(),
+            (
+                Instant::now() - Duration::from_secs(60),
+                vec![pod_on_node("stale", None)],
+            ),
+        );
+        let known = last_lists(&held, &standing, &["old".into()], &lists).expect("all listed");
+        let names: Vec<&str> = known.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["waiting", "standing", "stale"], "however old");
+        assert!(
+            last_lists(&held, &standing, &["old".into(), "new".into()], &lists).is_none(),
+            "a draining node never listed: its pending evictions are unknown"
+        );
     }
 
     #[test]
