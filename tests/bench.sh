@@ -6,7 +6,8 @@
 # Results: a JSON file and a phase plot per run, summary.md and summary.json.
 #
 # The operator and the agent measured are the container images' builds: static, with
-# musl's allocator (images/build.sh), whose resident memory differs from a glibc build's.
+# musl's allocator, whose resident memory differs from a glibc build's. They come from
+# images/static-bins.sh, the script images/build.sh builds the images' binaries with.
 # The simulated fleet (drydock-sim) runs from the release build. Pass --bin-dir DIR to
 # measure other builds (DIR holding drydock-operator, drydock-agent and drydock-sim).
 set -euo pipefail
@@ -19,14 +20,11 @@ cargo bench -p drydock-core
 
 bin_dir=()
 if [[ " $* " != *" --bin-dir "* && " $* " != *" --bin-dir="* ]]; then
-  musl=x86_64-unknown-linux-musl
-  rustup target list --installed | grep -qx "$musl" || rustup target add "$musl"
-  command -v musl-gcc >/dev/null || { echo "tests/bench.sh: musl-gcc is missing (apt-get install musl-tools)" >&2; exit 1; }
-  cargo build --release --locked --target "$musl" -p drydock-agent -p drydock-operator
+  # The images' builds (images/static-bins.sh), beside the release drydock-sim.
+  static=$(images/static-bins.sh | tail -n 1)
   out=${CARGO_TARGET_DIR:-target}
   mkdir -p "$out/bench-bin"
-  cp -f "$out/$musl/release/drydock-operator" "$out/$musl/release/drydock-agent" \
-    "$out/release/drydock-sim" "$out/bench-bin/"
+  cp -f "$static/drydock-operator" "$static/drydock-agent" "$out/release/drydock-sim" "$out/bench-bin/"
   bin_dir=(--bin-dir "$out/bench-bin")
 fi
 exec "${CARGO_TARGET_DIR:-target}/release/drydockctl" bench "${bin_dir[@]}" "$@"
