@@ -1026,7 +1026,18 @@ impl Leader {
                 }
                 deadline = Some(deadline.map_or(t, |d| d.min(t)));
             }
+            // In this order when more than one is ready: a slot freed during the pass
+            // is also a node changed (the step's write comes back through the watch),
+            // and must not wait the gap that changes alone keep.
             tokio::select! {
+                biased;
+                _ = leading.changed() => {}
+                _ = self.claims.freed.notified() => {
+                    // A step freed a slot (during the pass or since): only a pass fills
+                    // it, so the next one waits for the rest of a burst, not the gap.
+                    tokio::time::sleep(BURST).await;
+                }
+                _ = async { match deadline { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
                 _ = self.fleet.changed.notified() => {
                     // Debounce a burst of changes into one pass: a change after a quiet
                     // spell is acted on at once (but for the rest of its burst); passes
@@ -1034,13 +1045,6 @@ impl Leader {
                     let at = (Instant::now() + BURST).max(now + PASS_GAP);
                     tokio::time::sleep_until(at).await;
                 }
-                _ = async { match deadline { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
-                _ = self.claims.freed.notified() => {
-                    // A step freed a slot (during the pass or since): only a pass fills
-                    // it, so the next one waits for the rest of a burst, not the gap.
-                    tokio::time::sleep(BURST).await;
-                }
-                _ = leading.changed() => {}
             }
         }
     }
