@@ -655,6 +655,30 @@ fn drains(a: &PlannedAction) -> bool {
     matches!(a.action, Action::Drain { .. } | Action::ForceDrain { .. })
 }
 
+/// The wording a drain under way keeps while its new one settles: `Some` (the wording
+/// written) when `a` continues a drain and would change nothing on its node but the
+/// sentence of a reason that follows its pods ("5 pod(s) left to evict", then 4), with
+/// the same code as before; `None` when `a` is written as planned.
+fn held_wording(a: &PlannedAction, state: &NodeState, now: Timestamp) -> Option<String> {
+    let op = &state.operator;
+    if !matches!(a.action, Action::Drain { start: false, .. })
+        || op.phase() != Phase::Draining
+        || op.reason_code.as_deref() != Some(a.reason.code.as_str())
+        || !planner::ReasonCode::FOLLOWS_THE_FLEET.contains(&a.reason.code)
+    {
+        return None;
+    }
+    let next = transition::after_action(state, a, now);
+    if next == *op {
+        return None;
+    }
+    let kept = OperatorState {
+        reason: op.reason.clone(),
+        ..next
+    };
+    if kept == *op { op.reason.clone() } else { None }
+}
+
 /// Whether `a` is a disrupted node's next step that neither frees nor takes a slot nor
 /// evicts (a grant, the record of a reboot, a verification): it depends on that node alone.
 fn is_step(a: &PlannedAction, snapshot: &Snapshot) -> bool {
@@ -1460,11 +1484,33 @@ impl Leader {
         take_written(&stepped, &mut node_snaps, own_writes);
         acted.extend(stepped);
 
-        let rest: Vec<&PlannedAction> = plan
-            .actions
-            .iter()
-            .filter(|a| !acted.contains_key(&a.node))
-            .collect();
+        // A drain under way whose wording only follows its pods shows the new wording
+        // once it has held (settle.rs), as a waiting node does: its evictions go out
+        // now, its node patch waits.
+        let mut settle_wake: Option<Instant> = None;
+        let mut held: Vec<PlannedAction> = Vec::new();
+        let mut rest: Vec<&PlannedAction> = Vec::new();
+        for a in plan.actions.iter().filter(|a| !acted.contains_key(&a.node)) {
+            let state = snapshot
+                .node_index(&a.node)
+                .map(|i| snapshot.nodes()[i].state());
+            if let Some(old) = state.and_then(|state| held_wording(a, state, now))
+                && let Err(at) = settling.ready(
+                    &a.node,
+                    a.reason.code.as_str(),
+                    &a.reason.message,
+                    Instant::now(),
+                )
+            {
+                settle_wake = Some(settle_wake.map_or(at, |t: Instant| t.min(at)));
+                let mut kept = a.clone();
+                kept.reason.message = old;
+                held.push(kept);
+            } else {
+                rest.push(a);
+            }
+        }
+        rest.extend(held.iter());
         draining |= rest.iter().any(|a| drains(a));
         let done = self
             .act_on(rest, &snapshot, &policy, now, pods, follow, who)
@@ -1488,7 +1534,6 @@ impl Leader {
         self.metrics.set_nodes(counts);
 
         let mut writes: Vec<WaitingWrite> = Vec::new();
-        let mut settle_wake: Option<Instant> = None;
         let mut refusals: Vec<(Arc<ReadNode>, String)> = Vec::new();
         for w in &plan.waiting {
             let Some(snap) = snapshot.node_index(&w.node).map(|i| &snapshot.nodes()[i]) else {
@@ -1935,6 +1980,71 @@ mod tests {
             deleted_by,
             has_empty_dir: false,
         })
+    }
+
+    #[test]
+    fn a_drain_keeps_its_wording_only_when_the_sentence_alone_would_change() {
+        let now = Timestamp::now();
+        let mut state = NodeState::default();
+        state.operator.phase = Some(Phase::Draining);
+        state.operator.since = Some(now);
+        state.operator.cordoned = true;
+        state.operator.drain_started = Some(now);
+        state.operator.pool = Some("p".into());
+        state.operator.reason_code = Some("DrainInProgress".into());
+        state.operator.reason = Some("5 pod(s) left to evict: a, b, c, d, e".into());
+        let drain = |start: bool, code: planner::ReasonCode, message: &str| PlannedAction {
+            node: "n".into(),
+            pool: "p".into(),
+            action: Action::Drain {
+                start,
+                evict: Vec::new(),
+            },
+            reason: planner::Reason {
+                code,
+                message: message.into(),
+            },
+        };
+        use planner::ReasonCode::{DrainInProgress, Scheduled};
+        let fewer = drain(false, DrainInProgress, "4 pod(s) left to evict: b, c, d, e");
+        assert_eq!(
+            held_wording(&fewer, &state, now).as_deref(),
+            Some("5 pod(s) left to evict: a, b, c, d, e"),
+            "the same code, a new sentence: kept while it settles"
+        );
+        let same = drain(
+            false,
+            DrainInProgress,
+            "5 pod(s) left to evict: a, b, c, d, e",
+        );
+        assert_eq!(held_wording(&same, &state, now), None, "nothing to write");
+        assert_eq!(
+            held_wording(&drain(true, Scheduled, "drain"), &state, now),
+            None,
+            "a start is written at once"
+        );
+        let mut started = state.clone();
+        started.operator.reason_code = Some("Scheduled".into());
+        assert_eq!(
+            held_wording(&fewer, &started, now),
+            None,
+            "a new code is written at once"
+        );
+        let mut other_pool = state.clone();
+        other_pool.operator.pool = Some("q".into());
+        assert_eq!(
+            held_wording(&fewer, &other_pool, now),
+            None,
+            "anything else that changes is written at once"
+        );
+        let grant = PlannedAction {
+            action: Action::GrantReboot {
+                token: 1,
+                target: "1.0.0".into(),
+            },
+            ..fewer.clone()
+        };
+        assert_eq!(held_wording(&grant, &state, now), None, "not a drain");
     }
 
     #[test]

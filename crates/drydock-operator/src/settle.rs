@@ -1,4 +1,4 @@
-//! When a waiting node's new wording is written.
+//! When a node's new wording is written, while it waits or while its drain goes on.
 //!
 //! What a node that stays in one phase shows — its reason's code and sentence — follows
 //! the fleet: a queued node is held back by the pool's limit one moment and by a budget
@@ -8,9 +8,10 @@
 //! began the phase ([`ReasonCode::is_fleet_flicker`]), gets the new one written only once it has held for
 //! [`SETTLE`]; a change of phase, a node's first reason, anything that carries a command
 //! to the agent and any other reason (a halt, a pause, a window) are written at once.
-//! What `kubectl get node` shows is at most that much behind, and a flicker shorter than
-//! that is never written. Only the leader's memory holds this: a new leader starts the
-//! count again.
+//! A drain under way whose sentence alone changes as its pods go ("5 pod(s) left to
+//! evict", then 4, with the same code) is held the same way: its evictions go out at
+//! once, only its node patch waits. A flicker shorter than [`SETTLE`] is never written.
+//! Only the leader's memory holds this: a new leader starts the count again.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
