@@ -1495,14 +1495,8 @@ impl Leader {
                 .node_index(&a.node)
                 .map(|i| snapshot.nodes()[i].state());
             if let Some(old) = state.and_then(|state| held_wording(a, state, now))
-                && let Err(at) = settling.ready(
-                    &a.node,
-                    a.reason.code.as_str(),
-                    &a.reason.message,
-                    Instant::now(),
-                )
+                && settling.holds(&a.node, &a.reason, &mut settle_wake)
             {
-                settle_wake = Some(settle_wake.map_or(at, |t: Instant| t.min(at)));
                 let mut kept = a.clone();
                 kept.reason.message = old;
                 held.push(kept);
@@ -1578,14 +1572,8 @@ impl Leader {
                         .reason_code
                         .as_deref()
                         .is_some_and(|old| w.reason.code.is_fleet_flicker(old))
-                    && let Err(at) = settling.ready(
-                        &w.node,
-                        w.reason.code.as_str(),
-                        &w.reason.message,
-                        Instant::now(),
-                    )
+                    && settling.holds(&w.node, &w.reason, &mut settle_wake)
                 {
-                    settle_wake = Some(settle_wake.map_or(at, |t: Instant| t.min(at)));
                     continue;
                 }
                 if next.reason_code != state.operator.reason_code {
@@ -2023,20 +2011,19 @@ mod tests {
             None,
             "a start is written at once"
         );
-        let mut started = state.clone();
-        started.operator.reason_code = Some("Scheduled".into());
-        assert_eq!(
-            held_wording(&fewer, &started, now),
-            None,
-            "a new code is written at once"
-        );
-        let mut other_pool = state.clone();
-        other_pool.operator.pool = Some("q".into());
-        assert_eq!(
-            held_wording(&fewer, &other_pool, now),
-            None,
-            "anything else that changes is written at once"
-        );
+        // Anything on the node but the sentence changing: written at once.
+        type Change = fn(&mut NodeState);
+        let changes: [(&str, Change); 2] = [
+            ("a new code", |s| {
+                s.operator.reason_code = Some("Scheduled".into())
+            }),
+            ("another pool", |s| s.operator.pool = Some("q".into())),
+        ];
+        for (what, change) in changes {
+            let mut changed = state.clone();
+            change(&mut changed);
+            assert_eq!(held_wording(&fewer, &changed, now), None, "{what}");
+        }
         let grant = PlannedAction {
             action: Action::GrantReboot {
                 token: 1,

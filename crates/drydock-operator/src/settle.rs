@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::time::Duration;
 
+use drydock_core::planner::Reason;
 use tokio::time::Instant;
 
 #[cfg(doc)]
@@ -63,6 +64,18 @@ impl Settling {
         }
     }
 
+    /// [`Self::ready`] for a planner's reason, now: whether it must still wait, with
+    /// `wake` brought forward to when it will have held.
+    pub fn holds(&mut self, node: &str, reason: &Reason, wake: &mut Option<Instant>) -> bool {
+        match self.ready(node, reason.code.as_str(), &reason.message, Instant::now()) {
+            Ok(()) => false,
+            Err(at) => {
+                *wake = Some(wake.map_or(at, |t| t.min(at)));
+                true
+            }
+        }
+    }
+
     /// Ends a pass: forgets the nodes not asked about in it (their reason changed back,
     /// their phase changed, or they are gone).
     pub fn end_pass(&mut self) {
@@ -97,6 +110,24 @@ mod tests {
         assert_eq!(s.ready("a", "PdbBlocked", "PDB x", t0 + SETTLE), Ok(()));
         s.end_pass();
         assert!(s.is_empty(), "a written reason is forgotten");
+    }
+
+    #[test]
+    fn a_reason_that_must_wait_brings_the_wake_forward_to_when_it_will_have_held() {
+        let mut s = Settling::default();
+        let reason = Reason {
+            code: drydock_core::planner::ReasonCode::DrainInProgress,
+            message: "2 pod(s) left to evict: a, b".into(),
+        };
+        let before = Instant::now();
+        let far = before + Duration::from_secs(3600);
+        let mut wake = Some(far);
+        assert!(s.holds("a", &reason, &mut wake));
+        let at = wake.expect("a wake");
+        assert!(at >= before + SETTLE && at < far, "{at:?}");
+        let mut none = None;
+        assert!(s.holds("a", &reason, &mut none), "not yet held for SETTLE");
+        assert_eq!(none, Some(at), "counted from when it was first seen");
     }
 
     #[test]
