@@ -306,14 +306,17 @@ impl Default for Slots {
     }
 }
 
-/// Runs `request` (an eviction under `budget`, or a deletion under none) in its budget's
-/// turn and with an eviction slot, taken in that order: a request waiting for its turn
-/// holds no slot.
-async fn in_turn<T>(
+/// Runs the request `ask` makes (an eviction under `budget`, or a deletion under none)
+/// in its budget's turn and with an eviction slot, taken in that order: a request
+/// waiting for its turn holds no slot. The request is made, and boxed, only once both
+/// are held, so a queued request holds only these waits: a 5,000-pod rollout queues
+/// hundreds of evictions, each a few KiB of request and Event state (see the seventeenth
+/// set in `docs/benchmarks.md`), of which only [`EVICTIONS_AT_ONCE`] are sent at a time.
+async fn in_turn<T, F: std::future::Future<Output = T>>(
     locks: &Locks,
     slots: &Slots,
     budget: Option<&str>,
-    request: impl std::future::Future<Output = T>,
+    ask: impl FnOnce() -> F,
 ) -> T {
     let lock = locks.budget(budget);
     let _turn = match &lock {
@@ -321,7 +324,7 @@ async fn in_turn<T>(
         None => None,
     };
     let _slot = slots.evictions.acquire().await;
-    request.await
+    Box::pin(ask()).await
 }
 
 /// How long a pod whose eviction was accepted is not evicted again: until the lists of
@@ -1160,7 +1163,7 @@ impl Leader {
         // for its own budget's turn and a slot.
         let f = &f;
         let evictions = futures_util::future::join_all(f.evict.iter().map(|pod| async move {
-            let asked = in_turn(locks, slots, pod.pdb.as_deref(), async {
+            let asked = in_turn(locks, slots, pod.pdb.as_deref(), || async {
                 // Asked after the waits: leadership may have gone meanwhile.
                 if self.check_leading().is_err() {
                     return None;
@@ -1180,7 +1183,7 @@ impl Leader {
         }));
         // A forced drain's deletions take slots as evictions do; no budget has a say.
         let deletions = futures_util::future::join_all(f.delete.iter().map(|pod| async move {
-            let asked = in_turn(locks, slots, None, async {
+            let asked = in_turn(locks, slots, None, || async {
                 if self.check_leading().is_err() {
                     return None;
                 }
@@ -2182,7 +2185,12 @@ mod tests {
         // Many more evictions under one budget than there are slots, all waiting.
         let mut waiting = futures_util::stream::FuturesUnordered::new();
         for i in 0..(EVICTIONS_AT_ONCE * 3) {
-            waiting.push(in_turn(&locks, &slots, Some("shop/web"), async move { i }));
+            waiting.push(in_turn(
+                &locks,
+                &slots,
+                Some("shop/web"),
+                move || async move { i },
+            ));
         }
         assert!(
             tokio::time::timeout(Duration::from_millis(50), waiting.next())
@@ -2190,7 +2198,7 @@ mod tests {
                 .is_err(),
             "none goes before the budget's turn"
         );
-        let other = in_turn(&locks, &slots, Some("shop/db"), async { "db" });
+        let other = in_turn(&locks, &slots, Some("shop/db"), || async { "db" });
         assert_eq!(
             tokio::time::timeout(Duration::from_secs(5), other)
                 .await
@@ -2198,7 +2206,7 @@ mod tests {
             Some("db"),
             "another budget's eviction is not held up by the waiting ones"
         );
-        let none = in_turn(&locks, &slots, None, async { "no budget" });
+        let none = in_turn(&locks, &slots, None, || async { "no budget" });
         assert_eq!(
             tokio::time::timeout(Duration::from_secs(5), none)
                 .await
@@ -2211,6 +2219,36 @@ mod tests {
             done.push(i);
         }
         assert_eq!(done.len(), EVICTIONS_AT_ONCE * 3, "all go once it is free");
+    }
+
+    #[tokio::test]
+    async fn a_request_waiting_its_turn_holds_only_its_waits() {
+        let locks = Locks::default();
+        let slots = Slots::default();
+        // A request whose state is 16 KiB across an await, as an eviction and its
+        // Event are a few KiB.
+        let ask = || async {
+            let state = [7u8; 16 * 1024];
+            tokio::task::yield_now().await;
+            state.iter().map(|b| usize::from(*b)).sum::<usize>()
+        };
+        assert!(
+            std::mem::size_of_val(&ask()) >= 16 * 1024,
+            "the request is large"
+        );
+        let web = locks.budget(Some("shop/web")).expect("a lock");
+        let held = web.lock().await;
+        let mut queued = Box::pin(in_turn(&locks, &slots, Some("shop/web"), ask));
+        let size = std::mem::size_of_val(&*queued);
+        assert!(size < 1024, "a queued request holds {size} bytes");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), &mut queued)
+                .await
+                .is_err(),
+            "it waits for its budget's turn"
+        );
+        drop(held);
+        assert_eq!(queued.await, 7 * 16 * 1024, "and runs once it has its turn");
     }
 
     #[test]
